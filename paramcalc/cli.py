@@ -1,0 +1,198 @@
+"""The ``paramcalc`` command line. Each command is a typed signature handing off to the library.
+
+Bad input of any kind (spec file, option values) prints one paragraph naming the file, the field
+path and what was expected, and exits 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from paramcalc.errors import SpecError
+
+app = typer.Typer(
+    name="paramcalc",
+    help="Per-layer init scales, learning rates and multipliers for wide networks, "
+    "derived from the spectral condition for feature learning.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Param(str, Enum):
+    spectral = "spectral"
+    mup = "mup"
+    ntp = "ntp"
+    sp = "sp"
+
+
+class Opt(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Emit(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+SpecArg = Annotated[
+    Path,
+    typer.Argument(help="Architecture spec (YAML).", show_default=False),
+]
+ParamOpt = Annotated[Param, typer.Option("--param", "-p", help="Parametrization.")]
+OptimizerOpt = Annotated[Opt, typer.Option("--optimizer", help="Optimizer.")]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("-o", "--output", help="Write to FILE (atomically) instead of stdout."),
+]
+WidthsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--widths",
+        help="Numbers at these widths, e.g. d=4096,n_heads=16; other widths take the spec's "
+        "values (bases for scaling widths).",
+    ),
+]
+FormOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--form",
+        help="Equivalent form of the parametrization: muP has table3 (default, no multipliers) "
+        "and table8 (output multiplier 1/m, as the mup package).",
+    ),
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from paramcalc import __version__
+
+        sys.stdout.write(f"paramcalc {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """paramcalc: init scales, learning rates and multipliers that keep feature learning at every width."""
+
+
+def user_errors(func: F) -> F:
+    """Bad input -> one paragraph on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SpecError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_width_assignments(text: str | None) -> dict[str, int]:
+    """``"d=4096,n_heads=16"`` -> ``{"d": 4096, "n_heads": 16}``."""
+    out: dict[str, int] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise SpecError(
+                f"--widths: expected NAME=INTEGER items separated by commas, got {item.strip()!r}",
+                source="command line",
+            )
+        out[name.strip()] = int(value)
+    return out
+
+
+def write_output(content: str, output: Path | None) -> None:
+    """Print, or write ``output`` atomically: a failure never leaves a half-written file."""
+    if output is None:
+        sys.stdout.write(content)
+        return
+    directory = output.parent if str(output.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise SpecError(f"cannot write {output}: {exc.strerror or exc}", source="-o") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+@user_errors
+def derive(
+    spec: SpecArg,
+    param: ParamOpt = Param.spectral,
+    optimizer: OptimizerOpt = Opt.sgd,
+    emit: Annotated[
+        Emit, typer.Option("--emit", "-e", help="Output: a table in the terminal, or a format.")
+    ] = Emit.table,
+    output: OutputOpt = None,
+    widths: WidthsOpt = None,
+    form: FormOpt = None,
+) -> None:
+    """Derive init std, learning-rate factor and multiplier of every parameter tensor."""
+    from paramcalc.derive import derive as run_derive
+
+    at = parse_width_assignments(widths)
+    loaded = _load(spec)
+    try:
+        derivation = run_derive(loaded, param.value, optimizer.value, form=form)
+    except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(str(exc), source="command line") from None
+    if emit is Emit.table:
+        from paramcalc.report import print_derivation
+
+        print_derivation(derivation, at, output)
+        return
+    from paramcalc.emit import emit as run_emit
+
+    write_output(run_emit(derivation, emit.value, at), output)
+
+
+def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec
+    from paramcalc.spec import load_spec
+
+    return load_spec(spec)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,262 @@
+"""The derivation: per-tensor init std, learning-rate factor and forward multiplier.
+
+``derive(spec, parametrization, optimizer)`` applies one rule to every parameter tensor. Tensors
+of the same shape share one rule evaluation, expressions are built in closed form (no
+``simplify``), Theta-exponents come from exponent arithmetic on the expression trees, and numbers
+from one ``lambdify`` over the distinct expressions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sympy
+
+from paramcalc.derive.optimizers import Optimizer, get_optimizer
+from paramcalc.derive.rules import Rule, TensorShape, get_rule
+from paramcalc.errors import Problem, SpecError
+from paramcalc.spec import Spec, Tensor, load_spec
+from paramcalc.symbolic import numeric, theta_exponent
+
+__all__ = ["QUANTITIES", "Derivation", "ParamScale", "abc_shift", "derive"]
+
+QUANTITIES = ("init_std", "lr", "multiplier")
+ZERO = sympy.Integer(0)
+ONE = sympy.Integer(1)
+
+
+@dataclass(frozen=True)
+class ParamScale:
+    """The derived scales of one parameter tensor.
+
+    The effective weight is ``multiplier * W`` with ``W ~ N(init_mean, init_std**2)`` at init and
+    step size ``lr * global_lr``. ``init_std`` is 0 for tensors initialised to a constant
+    (zero biases, norm gains at ``init_mean = 1``).
+    """
+
+    name: str
+    tensor: Tensor
+    init_std: sympy.Expr
+    lr: sympy.Expr
+    multiplier: sympy.Expr
+    init_mean: sympy.Expr = ZERO
+    scaling: frozenset[sympy.Symbol] = field(default=frozenset(), repr=False)
+    _exponents: dict[str, sympy.Rational | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def role(self) -> str:
+        return self.tensor.role
+
+    def expr(self, quantity: str) -> sympy.Expr:
+        if quantity not in QUANTITIES:
+            raise KeyError(quantity)
+        return getattr(self, quantity)
+
+    @property
+    def exponents(self) -> dict[str, sympy.Rational | None]:
+        """Theta-exponent in width of each quantity (``None`` where it is identically 0)."""
+        if self._exponents is not None:
+            return dict(self._exponents)
+        return _exponents(self.init_std, self.lr, self.multiplier, self.scaling)
+
+
+class Derivation(Mapping[str, ParamScale]):
+    """A parametrization applied to a spec: a read-only mapping ``"<layer>.weight" -> ParamScale``."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        parametrization: str,
+        optimizer: Optimizer,
+        form: str,
+        params: Mapping[str, ParamScale],
+        constants: Mapping[str, sympy.Expr] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.parametrization = parametrization
+        self.optimizer = optimizer
+        self.form = form
+        self._params = dict(params)
+        #: Derived constants that are not parameters, e.g. ``"blocks.0.attn.scale"``, the
+        #: attention-logit scale to pass to attention; sympy expressions in the widths.
+        self.constants: dict[str, sympy.Expr] = dict(constants or {})
+
+    # Mapping protocol -------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> ParamScale:
+        try:
+            return self._params[name]
+        except KeyError:
+            close = [n for n in self._params if n.split(".")[0] == str(name).split(".")[0]]
+            hint = f"; did you mean one of {close[:4]}" if close else ""
+            raise KeyError(f"{name!r} is not a parameter of {self.spec.name!r}{hint}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __repr__(self) -> str:
+        return (
+            f"Derivation(spec={self.spec.name!r}, parametrization={self.parametrization!r}, "
+            f"optimizer={self.optimizer.name!r}, form={self.form!r}, params={len(self)})"
+        )
+
+    # Widths and numbers -----------------------------------------------------------------------
+    def resolve_widths(self, widths: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Complete ``widths`` with the spec's values (bases for scaling widths); validate it."""
+        return resolve_widths(self.spec, widths)
+
+    def evaluate(self, widths: Mapping[str, int] | None = None) -> dict[str, dict[str, float]]:
+        """Numbers at the given widths: ``{name: {"init_std", "lr", "multiplier": float}}``.
+
+        Width symbols left out take the spec's value (the base for scaling widths).
+        """
+        values = self.resolve_widths(widths)
+        at = {w.symbol: float(values[w.name]) for w in self.spec.widths.values()}
+        memo: dict[sympy.Basic, float] = {}
+        return {
+            name: {q: numeric(getattr(p, q), at, memo) for q in QUANTITIES}
+            for name, p in self._params.items()
+        }
+
+    def exponents(self) -> dict[str, dict[str, sympy.Rational | None]]:
+        """Theta-exponents in width: every scaling width proportional to n, fixed widths constant."""
+        return {name: p.exponents for name, p in self._params.items()}
+
+    # Forms ------------------------------------------------------------------------------------
+    def shift(self, theta: Mapping[str, Any] | Callable[[ParamScale], Any]) -> Derivation:
+        """Move to an equivalent form with the abc-symmetry; see :func:`abc_shift`."""
+        return abc_shift(self, theta)
+
+    def folded(self) -> Derivation:
+        """The equivalent form with every multiplier 1: effective init std and learning rate."""
+        return abc_shift(self, lambda p: 1 / p.multiplier)
+
+
+def abc_shift(
+    derivation: Derivation, theta: Mapping[str, Any] | Callable[[ParamScale], Any]
+) -> Derivation:
+    """The abc-symmetry of TP5 Lemma J.1, as one function.
+
+    For each tensor with factor ``t`` (from the mapping, default 1, or ``theta(param)``):
+    ``multiplier -> multiplier * t``, ``init_std -> init_std / t``, ``init_mean -> init_mean / t``,
+    ``lr -> lr / t**p`` with ``p = 2`` for SGD and ``p = 1`` for Adam. The effective weight
+    ``multiplier * W``, at init and after every step, is unchanged (exactly for SGD; for Adam up to
+    its ``eps``), so both derivations train the same function.
+    """
+    p = derivation.optimizer.symmetry_power
+    cache: dict[tuple[Any, ...], tuple[sympy.Expr, ...]] = {}
+    params: dict[str, ParamScale] = {}
+    for name, ps in derivation.items():
+        t = theta(ps) if callable(theta) else theta.get(name, ONE)
+        t = sympy.sympify(t)
+        if t == ONE:
+            params[name] = ps
+            continue
+        if not t.is_positive:
+            raise ValueError(f"abc-shift factor for {name} must be positive, got {t}")
+        key = (ps.multiplier, ps.init_std, ps.init_mean, ps.lr, t)
+        if key not in cache:
+            cache[key] = (ps.multiplier * t, ps.init_std / t, ps.init_mean / t, ps.lr / t**p)
+        mult, std, mean, lr = cache[key]
+        params[name] = replace(
+            ps, multiplier=mult, init_std=std, init_mean=mean, lr=lr, _exponents=None
+        )
+    form = derivation.form if derivation.form.endswith("(shifted)") else f"{derivation.form} (shifted)"
+    return Derivation(
+        derivation.spec, derivation.parametrization, derivation.optimizer, form, params,
+        derivation.constants,
+    )
+
+
+def _exponents(
+    init_std: sympy.Expr, lr: sympy.Expr, multiplier: sympy.Expr, scaling: frozenset[sympy.Symbol]
+) -> dict[str, sympy.Rational | None]:
+    return {
+        "init_std": theta_exponent(init_std, scaling),
+        "lr": theta_exponent(lr, scaling),
+        "multiplier": theta_exponent(multiplier, scaling),
+    }
+
+
+def resolve_widths(spec: Spec, widths: Mapping[str, int] | None) -> dict[str, int]:
+    values = {w.name: w.value for w in spec.widths.values()}
+    problems = []
+    for key, value in (widths or {}).items():
+        if key not in values:
+            known = ", ".join(values) or "none"
+            problems.append(Problem(f"widths.{key}", f"unknown width symbol (declared: {known})"))
+        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.append(Problem(f"widths.{key}", f"expected a positive integer, got {value!r}"))
+        else:
+            values[key] = value
+    if problems:
+        raise SpecError(problems, source=spec.source)
+    return values
+
+
+def _shape(t: Tensor, base: Mapping[sympy.Symbol, sympy.Integer]) -> TensorShape:
+    d_in = t.d_in
+    return TensorShape(
+        d_in=d_in,
+        fan_out=t.fan_out,
+        d_in_base=d_in.xreplace(base),
+        fan_out_base=t.fan_out.xreplace(base),
+        role=t.role,
+        gain=t.gain,
+    )
+
+
+def derive(
+    spec: Spec | Mapping[str, Any] | str,
+    parametrization: str = "spectral",
+    optimizer: str = "sgd",
+    *,
+    form: str | None = None,
+) -> Derivation:
+    """Derive per-tensor init std, learning-rate factor and multiplier.
+
+    ``parametrization`` is one of ``spectral``, ``mup``, ``ntp``, ``sp``; ``optimizer`` is ``sgd``
+    or ``adam``; ``form`` selects among a rule's equivalent forms (muP: ``table3``, the default,
+    or ``table8``).
+
+    >>> d = derive({"name": "m", "widths": {"d": {"base": 64}, "n0": 10},
+    ...             "layers": [{"name": "fc", "fan_in": "n0", "fan_out": "d"}]})
+    >>> d["fc.weight"].lr
+    d/n0
+    """
+    spec = load_spec(spec)  # type: ignore[arg-type]
+    rule: Rule = get_rule(parametrization)
+    opt = get_optimizer(optimizer)
+    form = form or rule.forms[0]
+    if form not in rule.forms:
+        raise ValueError(
+            f"parametrization {rule.name!r} has forms {', '.join(rule.forms)}; got {form!r}"
+        )
+    scaling = spec.scaling_symbols
+    # Base widths replace only the scaling symbols: fixed ones stay symbols, so that muP's width
+    # multipliers read d/256 rather than 12*d/n_in.
+    base = {s: v for s, v in spec.base_values.items() if s in scaling}
+    # Tensors of one shape share one rule evaluation and one exponent computation.
+    cache: dict[tuple[Any, ...], tuple[sympy.Expr, ...]] = {}
+    params: dict[str, ParamScale] = {}
+    for t in spec.tensors:
+        key = (t.d_in, t.fan_out, t.role, t.gain, t.init)
+        found = cache.get(key)
+        if found is None:
+            scales = rule.scales(_shape(t, base), opt, form)
+            init_std, mean = scales.init_std, ZERO
+            if t.init != "normal":
+                # Constant init (zero biases, unit gains): the rule's std is not used.
+                init_std = ZERO
+                mean = ONE / scales.multiplier if t.init == "ones" else ZERO
+            exps = _exponents(init_std, scales.lr, scales.multiplier, scaling)
+            found = cache[key] = (init_std, scales.lr, scales.multiplier, mean, exps)
+        init_std, lr, multiplier, mean, exps = found
+        params[t.name] = ParamScale(t.name, t, init_std, lr, multiplier, mean, scaling, exps)
+    return Derivation(spec, rule.name, opt, form, params)

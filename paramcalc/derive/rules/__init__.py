@@ -1,0 +1,18 @@
+"""Parametrization rules, one module each, looked up by name."""
+
+from __future__ import annotations
+
+from paramcalc.derive.rules import mup, ntp, sp, spectral
+from paramcalc.derive.rules.base import Rule, Scales, TensorShape
+
+__all__ = ["RULES", "Rule", "Scales", "TensorShape", "get_rule"]
+
+RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (spectral, mup, ntp, sp)}
+
+
+def get_rule(name: str) -> Rule:
+    try:
+        return RULES[name]
+    except (KeyError, TypeError):
+        known = ", ".join(RULES)
+        raise ValueError(f"unknown parametrization {name!r}; expected one of: {known}") from None

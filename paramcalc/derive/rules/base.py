@@ -1,0 +1,46 @@
+"""What a parametrization rule sees and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import sympy
+
+from paramcalc.derive.optimizers import Optimizer
+
+__all__ = ["Rule", "Scales", "TensorShape"]
+
+
+@dataclass(frozen=True)
+class TensorShape:
+    """The facts about a tensor that a rule may use; equal shapes share one derivation.
+
+    ``d_in`` is the input dimension in natural norms (fan_in for dense inputs, 1 for one-hot
+    inputs, biases and gains); ``*_base`` are their values at the spec's base widths, used by the
+    rules written relative to base widths (muP): the scaling symbols at their bases, fixed
+    symbols left as they are. ``role`` is input / hidden / output / fixed.
+    """
+
+    d_in: sympy.Expr
+    fan_out: sympy.Expr
+    d_in_base: sympy.Expr
+    fan_out_base: sympy.Expr
+    role: str
+    gain: sympy.Expr
+
+
+class Scales(NamedTuple):
+    """Per-tensor result: ``W ~ N(0, init_std**2)``, step ``lr * global_lr``, forward ``multiplier * W``."""
+
+    init_std: sympy.Expr
+    lr: sympy.Expr
+    multiplier: sympy.Expr
+
+
+class Rule(Protocol):
+    name: str
+    title: str
+    forms: tuple[str, ...]
+
+    def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales: ...

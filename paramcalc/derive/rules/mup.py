@@ -1,0 +1,69 @@
+"""Maximal update parametrization (muP), relative to base widths, as used for hyperparameter transfer.
+
+This is TP5 (Yang et al. 2021, "Tensor Programs V") Table 3 written with width *multipliers*
+``m_in = d_in / d_in(base)`` and ``m_out = fan_out / fan_out(base)``, as the ``mup`` package
+implements it: at the base widths every factor is that of standard parametrization, so a learning
+rate tuned at base transfers unchanged. Roles follow the counting rule (which of ``d_in``,
+``fan_out`` grow):
+
+=====================  ====================  =============  ===============
+role                   init_std              SGD lr         Adam lr
+=====================  ====================  =============  ===============
+input, biases, gains   gain/sqrt(d_in)       m_out          1
+hidden                 gain/sqrt(d_in)       m_out / m_in   1 / m_in
+output                 gain/sqrt(d_in*m_in)  1 / m_in       1 / m_in
+fixed                  gain/sqrt(d_in)       1              1
+=====================  ====================  =============  ===============
+
+The learning rates are the spectral ones divided by their value at base widths
+(``(fan_out/d_in) / (fan_out/d_in)|base`` for SGD, ``d_in|base / d_in`` for Adam), so their
+Theta-exponents equal the spectral ones; the init differs from spectral only by the finite-width
+``min(1, sqrt(fan_out/d_in))`` that TP5 replaces by its limit (1 for input and hidden layers,
+``1/sqrt(m_in)`` relative to base for the readout).
+
+Forms. ``table3`` (the default) puts everything in init and learning rate, with no forward
+multiplier: nothing in the model's forward pass changes, checkpoints and any optimizer keep working.
+``table8`` is TP5 Table 8's form with an output multiplier ``1/m_in`` (what ``mup.MuReadout``
+does); it is the same training dynamics, moved by the abc-symmetry with ``t = 1/m_in``: init
+``gain * sqrt(m_in / d_in)``, SGD lr ``m_in``, Adam lr 1. Use it when a tensor has two roles (tied
+embeddings) or when matching the ``mup`` package parameter by parameter.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from paramcalc.derive.optimizers import Optimizer
+from paramcalc.derive.rules.base import Scales, TensorShape
+from paramcalc.derive.rules.spectral import RULE as SPECTRAL
+
+ONE = sympy.Integer(1)
+
+
+class MuP:
+    name = "mup"
+    title = "muP"
+    forms = ("table3", "table8")
+
+    def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales:
+        m_in = shape.d_in / shape.d_in_base
+        spectral_lr = optimizer.lr_for_update(
+            SPECTRAL.target_norm(shape), shape.d_in, shape.fan_out
+        )
+        base = TensorShape(
+            shape.d_in_base, shape.fan_out_base, shape.d_in_base, shape.fan_out_base,
+            shape.role, shape.gain,
+        )
+        base_lr = optimizer.lr_for_update(SPECTRAL.target_norm(base), base.d_in, base.fan_out)
+        lr = spectral_lr / base_lr
+        init_std = shape.gain / sympy.sqrt(shape.d_in)
+        if shape.role != "output":
+            return Scales(init_std, lr, ONE)
+        init_std = init_std / sympy.sqrt(m_in)
+        if form == "table8":
+            t = 1 / m_in
+            return Scales(init_std / t, lr / t**optimizer.symmetry_power, t)
+        return Scales(init_std, lr, ONE)
+
+
+RULE = MuP()

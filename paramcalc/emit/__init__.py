@@ -1,0 +1,29 @@
+"""Emitters: a derivation -> code or tables. Looked up by name; each consumes a Derivation."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["EMITTERS", "emit"]
+
+# target -> (module, function). Imported on use, so `--emit json` never loads jinja2.
+EMITTERS: dict[str, tuple[str, str]] = {
+    "json": ("paramcalc.emit.json", "emit_json"),
+    "markdown": ("paramcalc.emit.markdown", "emit_markdown"),
+}
+
+
+def get_emitter(target: str) -> Callable[..., str]:
+    try:
+        module, func = EMITTERS[target]
+    except KeyError:
+        known = ", ".join(EMITTERS)
+        raise ValueError(f"unknown emit target {target!r}; expected one of: {known}") from None
+    return getattr(importlib.import_module(module), func)
+
+
+def emit(derivation: Any, target: str, widths: Mapping[str, int] | None = None) -> str:
+    """Render ``derivation`` as ``target`` (json, markdown, ...)."""
+    return get_emitter(target)(derivation, widths)

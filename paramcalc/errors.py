@@ -1,0 +1,68 @@
+"""Errors that reach users.
+
+Every problem with user input becomes a :class:`SpecError` that names the file, the field path
+(``layers[2].fan_in``) and what was expected. The CLI prints it as one paragraph and exits 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Problem", "SpecError", "format_path"]
+
+
+def format_path(loc: Sequence[str | int]) -> str:
+    """``("layers", 2, "fan_in")`` -> ``"layers[2].fan_in"``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where it is and what was expected there."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where = f"{where} (line {self.line})" if where else f"line {self.line}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+class SpecError(ValueError):
+    """Bad architecture spec or bad arguments derived from it.
+
+    ``source`` is the file (or ``"<dict>"`` for specs given as Python data); ``problems`` lists
+    each finding with its field path.
+    """
+
+    def __init__(self, problems: Sequence[Problem] | str, *, source: str | None = None) -> None:
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def with_source(self, source: str) -> SpecError:
+        return SpecError(self.problems, source=source)
+
+    @property
+    def path(self) -> str:
+        return self.problems[0].path if self.problems else ""
+
+    def _render(self) -> str:
+        shown = [str(p) for p in self.problems[:5]]
+        more = len(self.problems) - len(shown)
+        if more > 0:
+            shown.append(f"and {more} more problem{'s' if more > 1 else ''}")
+        head = f"{self.source}: " if self.source else ""
+        return head + "; ".join(shown)

@@ -1,0 +1,56 @@
+"""Readable terminal output (rich) for derivations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from paramcalc.derive import QUANTITIES, Derivation
+from paramcalc.emit.printing import exponent_text, text
+
+__all__ = ["print_derivation"]
+
+
+def print_derivation(
+    d: Derivation, widths: Mapping[str, int] | None = None, output: Path | None = None
+) -> None:
+    """A table of every tensor's expressions, Theta-exponents and values."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    values_at = d.resolve_widths(widths)
+    values = d.evaluate(values_at)
+    at = ", ".join(f"{k}={v}" for k, v in values_at.items())
+    table = Table(
+        title=f"{d.spec.name}: {d.parametrization}, {d.optimizer.title} ({d.form} form)",
+        caption="effective weight = multiplier * W, W ~ N(0, init_std^2), step = lr * eta.\n"
+        f"n^k: Theta-exponents in width (init_std, lr, multiplier); values at {at}.",
+    )
+    table.add_column("tensor", style="bold", no_wrap=True)
+    table.add_column("role")
+    for q in QUANTITIES:
+        table.add_column(q, overflow="fold")
+    table.add_column("n^k", no_wrap=True)
+    table.add_column("values", no_wrap=True)
+    for name, p in d.items():
+        exps = p.exponents
+        table.add_row(
+            name,
+            p.tensor.role,
+            *(text(getattr(p, q)) for q in QUANTITIES),
+            ", ".join(exponent_text(exps[q]) for q in QUANTITIES),
+            ", ".join(f"{values[name][q]:.4g}" for q in QUANTITIES),
+        )
+    if output is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)
+        console.print(table)
+    else:
+        from paramcalc.cli import write_output
+
+        console = Console(record=True, width=160, file=io.StringIO())
+        console.print(table)
+        write_output(console.export_text(), output)

@@ -1,0 +1,234 @@
+"""Reading an architecture file safely.
+
+YAML goes through a safe loader (no tags that build Python objects). Before any value is
+constructed, the node graph is measured: aliases may share nodes, so a small file can expand to
+billions of values ("billion laughs"); the expanded size is bounded. Binary or non-UTF-8 input,
+syntax errors (with their line), non-mapping documents and every schema problem become a
+:class:`~paramcalc.errors.SpecError` naming the file and the field path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from paramcalc.errors import Problem, SpecError, format_path
+from paramcalc.spec.architecture import Spec, build_spec
+
+__all__ = ["load_spec"]
+
+MAX_BYTES = 16 * 1024 * 1024
+MAX_NODES = 500_000
+
+
+def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) -> Spec:
+    """Load and validate an architecture spec from a YAML file path or a mapping.
+
+    >>> spec = load_spec({"name": "mlp", "widths": {"d": {"base": 64}},
+    ...                   "layers": [{"name": "fc", "fan_in": "d", "fan_out": "d"}]})
+    >>> [t.name for t in spec.tensors]
+    ['fc.weight']
+    """
+    if isinstance(source, Spec):
+        return source
+    if isinstance(source, Mapping):
+        return _validate(dict(source), "<dict>")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return _validate(_read_yaml(path), str(source))
+    raise SpecError(
+        f"expected a path to a YAML file or a mapping, got {type(source).__name__}", source="<input>"
+    )
+
+
+def _read_yaml(path: Path) -> Any:
+    name = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError("file not found", source=name) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, expected a YAML file", source=name) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read file: {exc.strerror or exc}", source=name) from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError(f"file larger than {MAX_BYTES // 2**20} MiB", source=name)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text (byte {exc.start}): expected a YAML architecture file", source=name
+        ) from None
+    if "\x00" in text:
+        raise SpecError("contains NUL bytes: expected a YAML text file, not binary data", source=name)
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document safely, bounding alias expansion."""
+    import yaml
+
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError("the file is empty: expected a mapping with name, widths, layers",
+                            source=source)
+        if "&" in text:  # without anchors there are no aliases, and nothing to expand
+            _check_size(node, source)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        raise SpecError([Problem("", f"YAML syntax error: {what}", line)], source=source) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"YAML error: {exc}", source=source) from None
+    except RecursionError:
+        raise SpecError("YAML nested too deeply", source=source) from None
+    finally:
+        loader.dispose()
+
+
+def _check_size(root: Any, source: str) -> None:
+    """Expanded node count of the YAML graph, shared (aliased) nodes counted at every use."""
+    from yaml.nodes import MappingNode, SequenceNode
+
+    sizes: dict[int, int] = {}
+    state: dict[int, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            children = _children(node, MappingNode, SequenceNode)
+            total = 1 + sum(sizes[id(c)] for c in children)
+            if total > MAX_NODES:
+                line = node.start_mark.line + 1 if node.start_mark else None
+                raise SpecError(
+                    [Problem("", f"expands to more than {MAX_NODES} values (alias bomb?)", line)],
+                    source=source,
+                )
+            sizes[key] = total
+            state[key] = 2
+            continue
+        if state.get(key) == 2:
+            continue
+        if state.get(key) == 1:
+            line = node.start_mark.line + 1 if node.start_mark else None
+            raise SpecError([Problem("", "recursive alias: a node contains itself", line)],
+                            source=source)
+        state[key] = 1
+        stack.append((node, True))
+        for child in _children(node, MappingNode, SequenceNode):
+            if state.get(id(child)) != 2:
+                stack.append((child, False))
+
+
+def _children(node: Any, mapping: type, sequence: type) -> list[Any]:
+    if isinstance(node, mapping):
+        return [item for pair in node.value for item in pair]
+    if isinstance(node, sequence):
+        return list(node.value)
+    return []
+
+
+def _validate(data: Any, source: str) -> Spec:
+    from pydantic import ValidationError
+
+    from paramcalc.spec.schema import SpecModel
+
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"expected a mapping with keys name, widths, layers at the top level, "
+            f"got {_kind(data)}",
+            source=source,
+        )
+    try:
+        model = SpecModel.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, data), source=source) from None
+    return build_spec(model, source)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "an empty document"
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean"}.get(type(value), type(value).__name__)
+
+
+def _problems(exc: Any, data: Any) -> list[Problem]:
+    """Turn pydantic's errors into one line per field path, in the spec's own words."""
+    from paramcalc.spec.schema import LAYER_MODELS
+
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for err in exc.errors(include_url=False):
+        loc = _strip_tags(err["loc"])
+        kind = err["type"]
+        path = format_path(loc)
+        if kind == "extra_forbidden":
+            key = str(loc[-1]) if loc else "?"
+            allowed = _allowed_keys(loc[:-1], data, LAYER_MODELS)
+            msg = f"unknown key {key!r}"
+            close = difflib.get_close_matches(key, allowed, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+            elif allowed:
+                msg += f" (allowed: {', '.join(allowed)})"
+        elif kind == "missing":
+            msg = "missing required key"
+        elif kind == "too_short":
+            msg = "expected at least one entry, got none"
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            msg = msg.replace("Input should be", "expected").replace("Input", "value")
+            if "input" in err and kind not in ("layer_kind",) and "got" not in msg:
+                msg += f", got {_short(err['input'])}"
+        if kind == "layer_kind" and isinstance(err.get("input"), dict):
+            k = err["input"].get("kind")
+            msg = (f"unknown layer kind {_short(k)}; expected one of: {', '.join(LAYER_MODELS)}")
+            path = format_path([*loc, "kind"])
+        line = f"{path}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            problems.append(Problem(path, msg))
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _strip_tags(loc: tuple[Any, ...]) -> list[Any]:
+    """Drop the union tags pydantic puts in locations: ``layers[0].linear.fan_in`` -> ``layers[0].fan_in``."""
+    out = list(loc)
+    if len(out) >= 3 and out[0] in ("layers", "widths"):
+        del out[2]
+    return out
+
+
+def _allowed_keys(loc: list[Any], data: Any, layer_models: Mapping[str, type]) -> list[str]:
+    from paramcalc.spec.schema import ScalingWidth, SpecModel
+
+    if not loc:
+        return list(SpecModel.model_fields)
+    if loc[0] == "layers" and len(loc) == 2 and isinstance(loc[1], int):
+        try:
+            kind = data["layers"][loc[1]].get("kind", "linear")
+        except (KeyError, IndexError, AttributeError, TypeError):
+            return []
+        model = layer_models.get(kind)
+        return list(model.model_fields) if model else []
+    if loc[0] == "widths" and len(loc) == 2:
+        return list(ScalingWidth.model_fields)
+    return []

@@ -1,0 +1,116 @@
+"""`paramcalc derive`: the contract's outputs, and bad input as exit code 2 without a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import sympy
+from typer.testing import CliRunner
+
+import paramcalc
+from paramcalc.cli import app
+from tests.conftest import EXAMPLES
+
+runner = CliRunner()
+MLP = str(EXAMPLES / "mlp.yaml")
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("param", ["spectral", "mup", "ntp", "sp"])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_json_matches_library(param, opt):
+    result = run("derive", MLP, "--param", param, "--optimizer", opt, "--emit", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["parametrization"] == param and data["optimizer"] == opt
+    derivation = paramcalc.derive(paramcalc.load_spec(MLP), param, opt)
+    assert list(data["params"]) == list(derivation)
+    symbols = derivation.spec.symbols
+    for name, entry in data["params"].items():
+        assert set(entry) == {"init_std", "lr", "multiplier"}
+        for q, text in entry.items():
+            parsed = sympy.sympify(text, locals=symbols)
+            assert sympy.simplify(parsed - derivation[name].expr(q)) == 0
+    numbers = derivation.evaluate()
+    assert data["values"]["params"] == numbers  # floats survive JSON exactly
+
+
+def test_json_at_widths_and_exponents():
+    result = run("derive", MLP, "-e", "json", "--widths", "d=4096")
+    data = json.loads(result.stdout)
+    assert data["values"]["widths"]["d"] == 4096
+    assert data["values"]["params"]["fc2.weight"]["init_std"] == pytest.approx(1 / 64)
+    assert data["exponents"]["fc2.weight"] == {"init_std": "-1/2", "lr": "0", "multiplier": "0"}
+    assert data["exponents"]["fc1.bias"]["init_std"] is None
+
+
+def test_markdown_and_table():
+    md = run("derive", MLP, "--param", "mup", "--emit", "markdown")
+    assert md.exit_code == 0
+    assert "| `head.weight` | output |" in md.stdout and "`16/d`" in md.stdout
+    table = run("derive", MLP)
+    assert table.exit_code == 0 and "head.weight" in table.stdout and "n_out/d" in table.stdout
+
+
+def test_output_file_written_atomically(tmp_path):
+    out = tmp_path / "d.json"
+    result = run("derive", MLP, "-e", "json", "-o", str(out))
+    assert result.exit_code == 0 and result.stdout == ""
+    assert json.loads(out.read_text())["spec"] == "mlp"
+    assert [p.name for p in tmp_path.iterdir()] == ["d.json"]  # no temporary left behind
+
+
+def test_output_to_missing_directory(tmp_path):
+    result = run("derive", MLP, "-e", "json", "-o", str(tmp_path / "no" / "d.json"))
+    assert result.exit_code == 2
+    assert "cannot write" in result.stderr
+
+
+def test_form_option():
+    result = run("derive", MLP, "-p", "mup", "--form", "table8", "-e", "json")
+    assert json.loads(result.stdout)["params"]["head.weight"]["multiplier"] == "256/d"
+    bad = run("derive", MLP, "-p", "spectral", "--form", "table8")
+    assert bad.exit_code == 2 and "forms default" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["derive", "missing.yaml"], "missing.yaml: file not found"),
+        (["derive", MLP, "--widths", "dd=3"], "widths.dd: unknown width symbol"),
+        (["derive", MLP, "--widths", "d=x"], "NAME=INTEGER"),
+        (["derive", MLP, "--param", "mu"], "'mu' is not one of"),
+        (["derive", MLP, "--emit", "pdf"], "'pdf' is not one of"),
+    ],
+)
+def test_bad_input_exit_2(args, expected):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_spec_via_real_process(tmp_path):
+    """The installed entry point: one paragraph on stderr, exit 2, no traceback."""
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nwidths: {d: {base: 64}}\nlayers:\n  - {name: a, fan_in: dd, fan_out: d}\n")
+    proc = subprocess.run([sys.executable, "-m", "paramcalc", "derive", str(spec)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: {spec}: layers[0].fan_in: undefined symbol 'dd' (declared widths: d)"
+    )
+    assert proc.stdout == ""
+
+
+def test_help_on_every_command():
+    for args in (["--help"], ["derive", "--help"]):
+        result = run(*args)
+        assert result.exit_code == 0 and "Usage" in result.stdout
+    assert run("--version").stdout.startswith("paramcalc ")

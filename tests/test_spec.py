@@ -1,0 +1,218 @@
+"""Loading specs: the contract's minimal form, and every kind of bad input as a clear SpecError."""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+
+import paramcalc
+from paramcalc import SpecError, load_spec
+from paramcalc.symbolic import width_symbol
+from tests.conftest import EXAMPLES, mlp_dict
+
+CONTRACT_SPEC = """\
+name: mlp
+widths:
+  n_in: 3072            # a fixed dimension: an integer
+  d: {base: 256}        # a dimension that scales with width
+  n_out: 10
+layers:
+  - name: fc1
+    fan_in: n_in
+    fan_out: d
+    input: dense
+    bias: true
+  - {name: fc2, fan_in: d, fan_out: d}
+  - {name: head, fan_in: d, fan_out: n_out}
+"""
+
+
+def test_contract_minimal_form(write_spec):
+    spec = load_spec(write_spec(CONTRACT_SPEC))
+    assert spec.name == "mlp"
+    assert [t.name for t in spec.tensors] == [
+        "fc1.weight", "fc1.bias", "fc2.weight", "head.weight",
+    ]
+    d = width_symbol("d")
+    fc1 = spec.tensor("fc1.weight")
+    assert (fc1.fan_in, fc1.fan_out, fc1.role) == (width_symbol("n_in"), d, "input")
+    assert spec.tensor("fc1.bias").d_in == 1 and spec.tensor("fc1.bias").role == "input"
+    assert spec.tensor("fc2.weight").role == "hidden"
+    assert spec.tensor("head.weight").role == "output"
+    assert spec.widths["d"].scaling and spec.widths["d"].value == 256
+    assert not spec.widths["n_in"].scaling
+
+
+def test_dict_and_file_agree(write_spec):
+    import yaml
+
+    from_file = load_spec(write_spec(CONTRACT_SPEC))
+    from_dict = load_spec(yaml.safe_load(CONTRACT_SPEC))
+    assert from_file.tensors == from_dict.tensors
+
+
+def test_example_mlp_loads():
+    spec = load_spec(EXAMPLES / "mlp.yaml")
+    assert spec.tensors
+
+
+def test_expressions_and_sparse_inputs():
+    spec = load_spec({
+        "name": "emb",
+        "widths": {"vocab": 50257, "d": {"base": 128}},
+        "layers": [
+            {"name": "wte", "fan_in": "vocab", "fan_out": "d", "input": "sparse"},
+            {"name": "up", "fan_in": "d", "fan_out": "4*d", "bias": True},
+            {"name": "down", "fan_in": "4*d", "fan_out": "d"},
+            {"name": "ln", "kind": "norm", "dim": "d", "bias": True},
+        ],
+    })
+    d = width_symbol("d")
+    assert spec.tensor("wte.weight").d_in == 1 and spec.tensor("wte.weight").role == "input"
+    assert spec.tensor("up.weight").fan_out == 4 * d
+    assert spec.tensor("down.weight").role == "hidden"
+    gain = spec.tensor("ln.weight")
+    assert (gain.kind, gain.init, gain.d_in, gain.shape) == ("gain", "ones", 1, (d,))
+    assert spec.tensor("ln.bias").init == "zeros"
+
+
+def test_gain_is_exact():
+    spec = load_spec(mlp_dict(layers=[{"name": "a", "fan_in": "d", "fan_out": "d", "gain": "sqrt(2)"},
+                                      {"name": "b", "fan_in": "d", "fan_out": "d", "gain": 0.5}]))
+    assert spec.tensor("a.weight").gain == sympy.sqrt(2)
+    assert spec.tensor("b.weight").gain == sympy.Rational(1, 2)
+
+
+# --- bad input: (spec text or dict, field path in the message, words of the expectation) ---------
+
+BAD_DICTS = [
+    ({"name": "x", "widths": {"d": {"base": 64}}, "layers": []}, "layers", "at least one"),
+    (mlp_dict(widths={"d": 0}), "widths.d", "positive integer"),
+    (mlp_dict(widths={"d": -3}), "widths.d", "positive integer"),
+    (mlp_dict(widths={"d": 2.5}), "widths.d", "positive integer"),
+    (mlp_dict(widths={"d": True}), "widths.d", "positive integer"),
+    (mlp_dict(widths={"d": {"base": 0}}), "widths.d.base", "greater than 0"),
+    (mlp_dict(widths={"d": {"base": 64.5}}), "widths.d.base", "integer"),
+    (mlp_dict(widths={"d": {"bass": 64}}), "widths.d.bass", "did you mean 'base'"),
+    (mlp_dict(widths={"sqrt": 4}), "widths", "reserved"),
+    (mlp_dict(widths={"1d": 4}), "widths", "identifier"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "dd", "fan_out": "d"}]), "layers[0].fan_in",
+     "undefined symbol 'dd'"),
+    (mlp_dict(layers=[{"name": "a", "fan_inn": "d", "fan_in": "d", "fan_out": "d"}]),
+     "layers[0].fan_inn", "did you mean 'fan_in'"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d"}]), "layers[0].fan_out", "missing"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d", "fan_out": "d", "input": "onehot"}]),
+     "layers[0].input", "'dense' or 'sparse'"),
+    (mlp_dict(layers=[{"name": "a", "kind": "conv", "fan_in": "d", "fan_out": "d"}]),
+     "layers[0].kind", "unknown layer kind 'conv'"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d", "fan_out": "d", "bias": "yes"}]),
+     "layers[0].bias", "boolean"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": True, "fan_out": "d"}]), "layers[0].fan_in",
+     "positive integer or an arithmetic expression"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": 0, "fan_out": "d"}]), "layers[0].fan_in", "positive"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d/3", "fan_out": "d"}]), "layers[0].fan_in",
+     "positive integer at the spec's widths"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "4096-d", "fan_out": "d"}]), "layers[0].fan_in",
+     "not positive when widths grow"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "65536/d", "fan_out": "d"}]), "layers[0].fan_in",
+     "shrinks"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d", "fan_out": "d", "gain": "-1"}]),
+     "layers[0].gain", "positive"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d", "fan_out": "d", "gain": "d"}]),
+     "layers[0].gain", "undefined symbol"),
+    (mlp_dict(layers=[{"name": "1a", "fan_in": "d", "fan_out": "d"}]), "layers[0].name",
+     "identifier"),
+    (mlp_dict(layers=[{"name": "a b", "fan_in": "d", "fan_out": "d"}]), "layers[0].name",
+     "identifier"),
+    (mlp_dict(layers=[{"name": "a", "fan_in": "d", "fan_out": "d"},
+                      {"name": "a", "fan_in": "d", "fan_out": "d"}]), "layers[1].name",
+     "duplicate layer name 'a'"),
+    (mlp_dict(layers=[3]), "layers[0]", "mapping"),
+    (mlp_dict(layers="fc1"), "layers", "list"),
+    (mlp_dict(name=""), "name", "at least 1"),
+    (mlp_dict(name="a\nb"), "name", "match"),
+    (mlp_dict(nmae="x"), "nmae", "did you mean 'name'"),
+    ({"widths": {}, "layers": [{"name": "a", "fan_in": 1, "fan_out": 1}]}, "name", "missing"),
+]
+
+
+@pytest.mark.parametrize(("data", "path", "expected"), BAD_DICTS)
+def test_bad_dicts(data, path, expected):
+    with pytest.raises(SpecError) as info:
+        load_spec(data)
+    message = str(info.value)
+    assert message.startswith("<dict>: ")
+    assert f"{path}" in message and expected in message, message
+    assert "\n" not in message
+
+
+BAD_FILES = [
+    ("name: x\nlayers: [\n", "line 3", "YAML syntax error"),
+    ("name: x\n  bad: indent\n", "line 2", "YAML syntax error"),
+    ("- a\n- b\n", "", "expected a mapping"),
+    ("just a string\n", "", "expected a mapping"),
+    ("", "", "empty"),
+    ("# only a comment\n", "", "empty"),
+    ("a: 1\n---\nb: 2\n", "", "single document"),
+    ("name: x\nlayers: !!python/object/apply:os.system ['echo pwned > /tmp/pwned']\n", "line 2",
+     "could not determine a constructor"),
+    (
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                  for p, c in zip("abcdefgh", "bcdefghi"))
+        + "name: *i\n",
+        "",
+        "alias bomb",
+    ),
+    ("a: &a [1, *a]\n", "", "recursive alias"),
+    ("[" * 5000 + "]" * 5000, "", ""),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "expected"), BAD_FILES)
+def test_bad_files(write_spec, text, where, expected):
+    path = write_spec(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert where in message and expected in message, message
+
+
+def test_python_tags_never_execute(write_spec, tmp_path):
+    marker = tmp_path / "pwned"
+    path = write_spec(f"name: !!python/object/apply:os.system ['touch {marker}']\nlayers: []\n")
+    with pytest.raises(SpecError):
+        load_spec(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8"),
+        (b"name: x\x00\n", "NUL"),
+        (bytes(range(256)), "not UTF-8"),
+    ],
+)
+def test_binary_garbage(write_spec, content, expected):
+    with pytest.raises(SpecError, match=expected):
+        load_spec(write_spec(content))
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(SpecError, match="file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match="directory"):
+        load_spec(tmp_path)
+
+
+def test_several_problems_reported_at_once():
+    with pytest.raises(SpecError) as info:
+        load_spec(mlp_dict(layers=[{"name": "a", "fan_in": "x", "fan_out": "y"}]))
+    assert len(info.value.problems) == 2
+    assert {p.path for p in info.value.problems} == {"layers[0].fan_in", "layers[0].fan_out"}
+
+
+def test_spec_error_is_value_error():
+    assert issubclass(paramcalc.SpecError, ValueError)
