@@ -3,7 +3,7 @@
 ``derive(spec, parametrization, optimizer)`` applies one rule to every parameter tensor. Tensors
 of the same shape share one rule evaluation, expressions are built in closed form (no
 ``simplify``), Theta-exponents come from exponent arithmetic on the expression trees, and numbers
-from one ``lambdify`` over the distinct expressions.
+from one pass of :func:`paramcalc.symbolic.numeric` over the distinct expressions.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import sympy
 
 from paramcalc.derive.optimizers import Optimizer, get_optimizer
 from paramcalc.derive.rules import Rule, TensorShape, get_rule
+from paramcalc.derive.ties import TiedScale, tie
 from paramcalc.errors import Problem, SpecError
-from paramcalc.spec import Spec, Tensor, load_spec
+from paramcalc.spec import Spec, Tensor, TiedUse, load_spec
 from paramcalc.symbolic import numeric, theta_exponent
 
 __all__ = ["QUANTITIES", "Derivation", "ParamScale", "abc_shift", "derive"]
@@ -75,6 +76,7 @@ class Derivation(Mapping[str, ParamScale]):
         form: str,
         params: Mapping[str, ParamScale],
         constants: Mapping[str, sympy.Expr] | None = None,
+        tied: Mapping[str, TiedScale] | None = None,
     ) -> None:
         self.spec = spec
         self.parametrization = parametrization
@@ -84,6 +86,9 @@ class Derivation(Mapping[str, ParamScale]):
         #: Derived constants that are not parameters, e.g. ``"blocks.0.attn.scale"``, the
         #: attention-logit scale to pass to attention; sympy expressions in the widths.
         self.constants: dict[str, sympy.Expr] = dict(constants or {})
+        #: Layers that use another layer's tensor (``tie:``), keyed by the using layer's name:
+        #: the forward multiplier of that use and what it trains with. Not parameters themselves.
+        self.tied: dict[str, TiedScale] = dict(tied or {})
 
     # Mapping protocol -------------------------------------------------------------------------
     def __getitem__(self, name: str) -> ParamScale:
@@ -168,9 +173,14 @@ def abc_shift(
             ps, multiplier=mult, init_std=std, init_mean=mean, lr=lr, _exponents=None
         )
     form = derivation.form if derivation.form.endswith("(shifted)") else f"{derivation.form} (shifted)"
+    tied = {}
+    for layer, ts in derivation.tied.items():
+        t = theta(derivation[ts.tensor]) if callable(theta) else theta.get(ts.tensor, ONE)
+        # The stored tensor is divided by t: each use multiplies by t to compute the same thing.
+        tied[layer] = replace(ts, multiplier=ts.multiplier * sympy.sympify(t))
     return Derivation(
         derivation.spec, derivation.parametrization, derivation.optimizer, form, params,
-        derivation.constants,
+        derivation.constants, tied,
     )
 
 
@@ -200,7 +210,7 @@ def resolve_widths(spec: Spec, widths: Mapping[str, int] | None) -> dict[str, in
     return values
 
 
-def _shape(t: Tensor, base: Mapping[sympy.Symbol, sympy.Integer]) -> TensorShape:
+def _shape(t: Tensor | TiedUse, base: Mapping[sympy.Symbol, sympy.Integer]) -> TensorShape:
     d_in = t.d_in
     return TensorShape(
         d_in=d_in,
@@ -259,4 +269,16 @@ def derive(
             found = cache[key] = (init_std, scales.lr, scales.multiplier, mean, exps)
         init_std, lr, multiplier, mean, exps = found
         params[t.name] = ParamScale(t.name, t, init_std, lr, multiplier, mean, scaling, exps)
-    return Derivation(spec, rule.name, opt, form, params)
+    tied: dict[str, TiedScale] = {}
+    for t in spec.tensors:
+        if t.tied_uses:
+            owner = rule.scales(_shape(t, base), opt, form)
+            for use in t.tied_uses:
+                use_rule = rule.scales(_shape(use, base), opt, form)
+                tied[use.layer] = tie(owner, use_rule, use, t.name, opt, scaling)
+    constants: dict[str, sympy.Expr] = {}
+    for layer in spec.layers:
+        if layer.kind == "attention":
+            d_head = layer.attrs["d_head"]
+            constants[f"{layer.name}.scale"] = rule.attention_scale(d_head, d_head.xreplace(base))
+    return Derivation(spec, rule.name, opt, form, params, constants, tied)

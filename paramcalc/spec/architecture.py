@@ -18,19 +18,28 @@ fixed      no               no                a layer between fixed dimensions
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import sympy
 
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec.expr import ExprError, parse_expr
-from paramcalc.spec.schema import LinearLayer, NormLayer, SpecModel
+from paramcalc.spec.schema import (
+    AttentionLayer,
+    EmbeddingLayer,
+    LinearLayer,
+    MlpLayer,
+    NormLayer,
+    RepeatBlock,
+    SpecModel,
+)
 from paramcalc.symbolic import theta_exponent, width_symbol
 
-__all__ = ["Spec", "Tensor", "Width"]
+__all__ = ["Layer", "Spec", "Tensor", "TiedUse", "Width"]
 
 Role = Literal["input", "hidden", "output", "fixed"]
+Layout = Literal["out_in", "in_out", "vector"]
 ONE = sympy.Integer(1)
 
 
@@ -45,13 +54,35 @@ class Width:
 
 
 @dataclass(frozen=True)
+class TiedUse:
+    """Another layer's use of a tensor (``tie:``): the same storage, seen with this use's shape.
+
+    A readout tied to a token embedding uses the embedding's ``vocab x dim`` table as its
+    ``dim -> vocab`` matrix: ``role`` is the role this use would have on its own.
+    """
+
+    layer: str
+    fan_in: sympy.Expr
+    fan_out: sympy.Expr
+    input: Literal["dense", "sparse"]
+    gain: sympy.Expr
+    role: Role
+    path: str
+
+    @property
+    def d_in(self) -> sympy.Expr:
+        return self.fan_in if self.input == "dense" else ONE
+
+
+@dataclass(frozen=True)
 class Tensor:
     """One parameter tensor as the engine sees it.
 
     ``fan_in``/``fan_out`` are sympy expressions in the width symbols. ``layout`` says how the
     tensor is stored in torch: ``out_in`` is ``nn.Linear``'s ``(fan_out, fan_in)``, ``in_out`` is
     ``nn.Embedding``'s ``(fan_in, fan_out)`` = ``(num_embeddings, dim)``, ``vector`` is
-    ``(fan_out,)``; ``shape`` is that torch shape.
+    ``(fan_out,)``; ``shape`` is that torch shape. ``tied_uses`` lists other layers that use this
+    same tensor (``tie:`` in the spec).
     """
 
     name: str
@@ -64,8 +95,9 @@ class Tensor:
     gain: sympy.Expr
     init: Literal["normal", "zeros", "ones"]
     role: Role
-    layout: Literal["out_in", "in_out", "vector"]
+    layout: Layout
     path: str
+    tied_uses: tuple[TiedUse, ...] = ()
 
     @property
     def shape(self) -> tuple[sympy.Expr, ...]:
@@ -82,6 +114,23 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """One module of the model, after ``repeat`` blocks are expanded.
+
+    ``kind`` is the spec's layer kind (``attention`` and ``mlp`` blocks are layers whose projections
+    appear as their own ``linear`` layers, e.g. ``blocks.0.attn.q``). ``params`` maps the
+    module's parameter names to tensor names (a tied weight names the owner's tensor). ``attrs``
+    holds what a model builder needs: dims as sympy expressions, flags.
+    """
+
+    name: str
+    kind: str
+    path: str
+    params: Mapping[str, str]
+    attrs: Mapping[str, object]
+
+
+@dataclass(frozen=True)
 class Spec:
     """A loaded, validated architecture: widths and parameter tensors, ready for :func:`derive`."""
 
@@ -90,7 +139,8 @@ class Spec:
     tensors: tuple[Tensor, ...]
     activation: str
     source: str
-    model: SpecModel = field(repr=False)
+    layers: tuple[Layer, ...] = ()
+    model: SpecModel | None = field(default=None, repr=False)
 
     @property
     def symbols(self) -> dict[str, sympy.Symbol]:
@@ -109,6 +159,12 @@ class Spec:
         for t in self.tensors:
             if t.name == name:
                 return t
+        raise KeyError(name)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
         raise KeyError(name)
 
     def exponent(self, expr: sympy.Expr) -> sympy.Rational | None:
@@ -132,7 +188,12 @@ class _Builder:
         self.scaling = frozenset(w.symbol for w in self.widths.values() if w.scaling)
         self._dim_cache: dict[object, sympy.Expr] = {}
         self._role_cache: dict[tuple[sympy.Expr, sympy.Expr], Role] = {}
+        self.tensors: list[Tensor] = []
+        self.layers: list[Layer] = []
+        self._seen: dict[str, str] = {}
+        self._ties: list[tuple[str, str, TiedUse, str]] = []  # (layer, target, use, storage shape)
 
+    # Expressions ---------------------------------------------------------------------------------
     def dim(self, raw: int | str, path: str) -> sympy.Expr | None:
         key = raw if isinstance(raw, str) else ("int", raw)
         if key in self._dim_cache:
@@ -199,74 +260,211 @@ class _Builder:
             return "output"
         return "fixed"
 
-    def tensors(self) -> list[Tensor]:
-        out: list[Tensor] = []
-        seen_layers: dict[str, str] = {}
-        for i, layer in enumerate(self.model.layers):
-            path = f"layers[{i}]"
-            if isinstance(layer, LinearLayer):
-                made = self._linear(layer, path)
-            elif isinstance(layer, NormLayer):
-                made = self._norm(layer, path)
-            if layer.name in seen_layers:
-                self.problems.append(
-                    Problem(f"{path}.name", f"duplicate layer name {layer.name!r} "
-                            f"(first used at {seen_layers[layer.name]})")
-                )
+    # Layers --------------------------------------------------------------------------------------
+    def build(self) -> None:
+        self._expand(self.model.layers, "", "layers")
+        self._resolve_ties()
+
+    def _expand(self, layers: list, prefix: str, base_path: str) -> None:
+        for i, layer in enumerate(layers):
+            path = f"{base_path}[{i}]"
+            name = prefix + layer.name
+            if isinstance(layer, RepeatBlock):
+                count = self._count(layer, path)
+                for k in range(count):
+                    self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")
                 continue
-            seen_layers[layer.name] = path
-            out.extend(made)
-        return out
+            if not self._claim(name, path):
+                continue
+            if isinstance(layer, LinearLayer):
+                self._linear(name, layer, path)
+            elif isinstance(layer, EmbeddingLayer):
+                self._embedding(name, layer, path)
+            elif isinstance(layer, NormLayer):
+                self._norm(name, layer, path)
+            elif isinstance(layer, AttentionLayer):
+                self._attention(name, layer, path)
+            elif isinstance(layer, MlpLayer):
+                self._mlp(name, layer, path)
+
+    def _claim(self, name: str, path: str) -> bool:
+        if name in self._seen:
+            self.problems.append(Problem(
+                f"{path}.name", f"duplicate layer name {name!r} (first used at {self._seen[name]})"
+            ))
+            return False
+        self._seen[name] = path
+        return True
+
+    def _count(self, block: RepeatBlock, path: str) -> int:
+        if isinstance(block.repeat, int):
+            return block.repeat
+        width = self.widths.get(block.repeat)
+        if width is None or width.scaling:
+            fixed = ", ".join(n for n, w in self.widths.items() if not w.scaling) or "none"
+            self.problems.append(Problem(
+                f"{path}.repeat",
+                f"expected an integer or a fixed width symbol (fixed: {fixed}), got {block.repeat!r}",
+            ))
+            return 0
+        if width.value > 10_000:
+            self.problems.append(Problem(f"{path}.repeat", "at most 10000 repeats"))
+            return 0
+        return width.value
 
     def _vector(
         self, layer: str, param: str, kind: Literal["bias", "gain"], fan_out: sympy.Expr,
         init: Literal["normal", "zeros", "ones"], path: str,
     ) -> Tensor:
-        return Tensor(
+        t = Tensor(
             name=f"{layer}.{param}", layer=layer, param=param, kind=kind, fan_in=ONE,
             fan_out=fan_out, input="constant", gain=ONE, init=init,
             role=self.role(ONE, fan_out), layout="vector", path=path,
         )
+        self.tensors.append(t)
+        return t
 
-    def _linear(self, layer: LinearLayer, path: str) -> list[Tensor]:
+    def _weight(
+        self, name: str, fan_in: sympy.Expr, fan_out: sympy.Expr, input: Literal["dense", "sparse"],
+        gain: sympy.Expr, layout: Layout, path: str, tie: str | None,
+    ) -> str:
+        """Add a weight, or record a tied use of another layer's weight; return the tensor name."""
+        d_in = fan_in if input == "dense" else ONE
+        role = self.role(d_in, fan_out)
+        if tie is not None:
+            use = TiedUse(name, fan_in, fan_out, input, gain, role, path)
+            shape = (fan_in, fan_out) if layout == "in_out" else (fan_out, fan_in)
+            self._ties.append((name, tie, use, shape))
+            return f"{tie}.weight"
+        self.tensors.append(Tensor(
+            name=f"{name}.weight", layer=name, param="weight", kind="weight", fan_in=fan_in,
+            fan_out=fan_out, input=input, gain=gain, init="normal", role=role, layout=layout,
+            path=path,
+        ))
+        return f"{name}.weight"
+
+    def _linear(self, name: str, layer: LinearLayer, path: str, **attrs: object) -> None:
         fan_in = self.dim(layer.fan_in, f"{path}.fan_in")
         fan_out = self.dim(layer.fan_out, f"{path}.fan_out")
         gain = self.const(layer.gain, f"{path}.gain")
         if fan_in is None or fan_out is None or gain is None:
-            return []
-        d_in = fan_in if layer.input == "dense" else ONE
-        weight = Tensor(
-            name=f"{layer.name}.weight", layer=layer.name, param="weight", kind="weight",
-            fan_in=fan_in, fan_out=fan_out, input=layer.input, gain=gain, init="normal",
-            role=self.role(d_in, fan_out), layout="out_in", path=path,
-        )
-        out = [weight]
+            return
+        params = {"weight": self._weight(name, fan_in, fan_out, layer.input, gain, "out_in", path,
+                                         layer.tie)}
         if layer.bias:
             init: Literal["normal", "zeros"] = "normal" if layer.bias_init == "normal" else "zeros"
-            out.append(self._vector(layer.name, "bias", "bias", fan_out, init, path))
-        return out
+            params["bias"] = self._vector(name, "bias", "bias", fan_out, init, path).name
+        self.layers.append(Layer(name, "linear", path, params, {
+            "fan_in": fan_in, "fan_out": fan_out, "input": layer.input, "tie": layer.tie, **attrs,
+        }))
 
-    def _norm(self, layer: NormLayer, path: str) -> list[Tensor]:
+    def _embedding(self, name: str, layer: EmbeddingLayer, path: str) -> None:
+        vocab = self.dim(layer.vocab, f"{path}.vocab")
+        dim = self.dim(layer.dim, f"{path}.dim")
+        gain = self.const(layer.gain, f"{path}.gain")
+        if vocab is None or dim is None or gain is None:
+            return
+        weight = self._weight(name, vocab, dim, "sparse", gain, "in_out", path, layer.tie)
+        self.layers.append(Layer(name, "embedding", path, {"weight": weight},
+                                 {"fan_in": vocab, "fan_out": dim, "input": "sparse",
+                                  "tie": layer.tie}))
+
+    def _norm(self, name: str, layer: NormLayer, path: str) -> None:
         dim = self.dim(layer.dim, f"{path}.dim")
         if dim is None:
-            return []
-        out = [self._vector(layer.name, "weight", "gain", dim, "ones", path)]
-        if layer.bias:
-            out.append(self._vector(layer.name, "bias", "bias", dim, "zeros", path))
-        return out
+            return
+        params = {"weight": self._vector(name, "weight", "gain", dim, "ones", path).name}
+        if layer.has_bias:
+            params["bias"] = self._vector(name, "bias", "bias", dim, "zeros", path).name
+        norm = "rmsnorm" if layer.kind == "rmsnorm" else "layernorm"
+        self.layers.append(Layer(name, "norm", path, params, {"dim": dim, "norm": norm}))
+
+    def _projection(self, name: str, fan_in: str | int, fan_out: str, bias: bool, path: str,
+                    **attrs: object) -> None:
+        self._claim(name, path)
+        self._linear(name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),
+                     path, **attrs)
+
+    def _attention(self, name: str, layer: AttentionLayer, path: str) -> None:
+        d_model = self.dim(layer.d_model, f"{path}.d_model")
+        n_heads = self.dim(layer.n_heads, f"{path}.n_heads")
+        d_head = self.dim(layer.d_head, f"{path}.d_head")
+        if d_model is None or n_heads is None or d_head is None:
+            return
+        # Sub-expressions are written back as text for the projections' own parsing (cached).
+        width = f"({layer.n_heads})*({layer.d_head})"
+        names = layer.names
+        if layer.fused:
+            projections = {"qkv": (layer.d_model, f"3*{width}")}
+        else:
+            projections = {k: (layer.d_model, width) for k in ("q", "k", "v")}
+        projections["o"] = (width, layer.d_model)
+        subs = {}
+        for key, (fan_in, fan_out) in projections.items():
+            sub = f"{name}.{getattr(names, key)}"
+            subs[key] = sub
+            self._projection(sub, fan_in, fan_out, layer.bias, path, block=name, part=key)
+        self.layers.append(Layer(name, "attention", path, {}, {
+            "d_model": d_model, "n_heads": n_heads, "d_head": d_head, "fused": layer.fused,
+            "projections": subs,
+        }))
+
+    def _mlp(self, name: str, layer: MlpLayer, path: str) -> None:
+        d_model = self.dim(layer.d_model, f"{path}.d_model")
+        d_ff_raw = layer.d_ff if layer.d_ff is not None else f"{layer.expansion}*({layer.d_model})"
+        d_ff = self.dim(d_ff_raw, f"{path}.d_ff")
+        if d_model is None or d_ff is None:
+            return
+        names = layer.names
+        parts = {"fc": (layer.d_model, d_ff_raw)}
+        if layer.gated:
+            parts["gate"] = (layer.d_model, d_ff_raw)
+        parts["proj"] = (d_ff_raw, layer.d_model)
+        subs = {}
+        for key, (fan_in, fan_out) in parts.items():
+            sub = f"{name}.{getattr(names, key)}"
+            subs[key] = sub
+            self._projection(sub, fan_in, fan_out, layer.bias, path, block=name, part=key)
+        self.layers.append(Layer(name, "mlp", path, {}, {
+            "d_model": d_model, "d_ff": d_ff, "gated": layer.gated, "projections": subs,
+        }))
+
+    def _resolve_ties(self) -> None:
+        owners = {t.layer: t for t in self.tensors if t.param == "weight" and t.kind == "weight"}
+        uses: dict[str, list[TiedUse]] = {}
+        for name, target, use, shape in self._ties:
+            owner = owners.get(target)
+            if owner is None:
+                tied_layers = {n for n, *_ in self._ties}
+                why = "itself tied" if target in tied_layers else "not a layer with its own weight"
+                self.problems.append(Problem(f"{use.path}.tie", f"cannot tie {name!r} to {target!r}: {why}"))
+                continue
+            if tuple(owner.shape) != tuple(shape):
+                fmt = " x ".join
+                self.problems.append(Problem(
+                    f"{use.path}.tie",
+                    f"cannot tie {name!r} to {target!r}: stored shapes differ "
+                    f"({fmt(map(str, shape))} vs {fmt(map(str, owner.shape))})",
+                ))
+                continue
+            uses.setdefault(owner.name, []).append(use)
+        for i, t in enumerate(self.tensors):
+            if t.name in uses:
+                self.tensors[i] = replace(t, tied_uses=tuple(uses[t.name]))
 
 
 def build_spec(model: SpecModel, source: str) -> Spec:
     """Resolve a validated :class:`SpecModel` into a :class:`Spec`; raise :class:`SpecError`."""
     builder = _Builder(model)
-    tensors = builder.tensors()
+    builder.build()
     if builder.problems:
         raise SpecError(builder.problems, source=source)
     return Spec(
         name=model.name,
         widths=builder.widths,
-        tensors=tuple(tensors),
+        tensors=tuple(builder.tensors),
         activation=model.activation,
         source=source,
+        layers=tuple(builder.layers),
         model=model,
     )

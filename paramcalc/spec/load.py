@@ -211,24 +211,43 @@ def _short(value: Any) -> str:
 
 def _strip_tags(loc: tuple[Any, ...]) -> list[Any]:
     """Drop the union tags pydantic puts in locations: ``layers[0].linear.fan_in`` -> ``layers[0].fan_in``."""
-    out = list(loc)
-    if len(out) >= 3 and out[0] in ("layers", "widths"):
-        del out[2]
+    out: list[Any] = []
+    i = 0
+    while i < len(loc):
+        out.append(loc[i])
+        if loc[i] in ("layers", "widths") and i + 2 < len(loc) and isinstance(loc[i + 2], str):
+            out.append(loc[i + 1])
+            i += 3  # skip the tag after the index (layers) or the symbol (widths)
+            continue
+        i += 1
     return out
 
 
 def _allowed_keys(loc: list[Any], data: Any, layer_models: Mapping[str, type]) -> list[str]:
+    """The keys allowed in the mapping at ``loc``, for 'did you mean' hints."""
     from paramcalc.spec.schema import ScalingWidth, SpecModel
 
-    if not loc:
-        return list(SpecModel.model_fields)
-    if loc[0] == "layers" and len(loc) == 2 and isinstance(loc[1], int):
-        try:
-            kind = data["layers"][loc[1]].get("kind", "linear")
-        except (KeyError, IndexError, AttributeError, TypeError):
-            return []
-        model = layer_models.get(kind)
-        return list(model.model_fields) if model else []
-    if loc[0] == "widths" and len(loc) == 2:
-        return list(ScalingWidth.model_fields)
-    return []
+    model: Any = SpecModel
+    node: Any = data
+    i = 0
+    try:
+        while i < len(loc):
+            part = loc[i]
+            if part == "layers" and i + 1 < len(loc):
+                node = node["layers"][loc[i + 1]]
+                kind = node.get("kind", "repeat" if "repeat" in node else "linear")
+                model = layer_models.get(kind)
+                i += 2
+            elif part == "widths" and i + 1 < len(loc):
+                node, model = node["widths"][loc[i + 1]], ScalingWidth
+                i += 2
+            elif model is not None and part in model.model_fields:
+                node = node[part]
+                model = model.model_fields[part].annotation
+                i += 1
+            else:
+                return []
+    except (KeyError, IndexError, AttributeError, TypeError):
+        return []
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []

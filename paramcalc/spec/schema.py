@@ -27,8 +27,12 @@ from pydantic import (
 __all__ = [
     "ACTIVATIONS",
     "LAYER_MODELS",
+    "AttentionLayer",
+    "EmbeddingLayer",
     "LinearLayer",
+    "MlpLayer",
     "NormLayer",
+    "RepeatBlock",
     "ScalingWidth",
     "SpecModel",
 ]
@@ -92,7 +96,11 @@ class ScalingWidth(_Model):
 
 
 class LinearLayer(_Model):
-    """A weight matrix ``fan_out x fan_in`` (torch ``nn.Linear`` layout), optionally with a bias."""
+    """A weight matrix ``fan_out x fan_in`` (torch ``nn.Linear`` layout), optionally with a bias.
+
+    ``tie: other`` makes this layer use the weight of layer ``other`` (same stored shape) instead
+    of a tensor of its own, e.g. a readout tied to the token embedding.
+    """
 
     kind: Literal["linear"] = "linear"
     name: Name
@@ -102,37 +110,131 @@ class LinearLayer(_Model):
     bias: StrictBool = False
     gain: Const = 1
     bias_init: Literal["zeros", "normal"] = "zeros"
+    tie: Name | None = None
+
+
+class EmbeddingLayer(_Model):
+    """A lookup table ``vocab x dim`` (torch ``nn.Embedding``): a weight whose input is one-hot."""
+
+    kind: Literal["embedding"]
+    name: Name
+    vocab: Dim
+    dim: Dim
+    gain: Const = 1
+    tie: Name | None = None
 
 
 class NormLayer(_Model):
-    """A normalisation layer's vector parameters: a gain (initialised to ones) and optional bias."""
+    """A normalisation layer's vector parameters: a gain (initialised to ones) and optional bias.
 
-    kind: Literal["norm"]
+    ``layernorm`` has a bias by default, ``rmsnorm`` none; ``norm`` is either, by ``bias``.
+    """
+
+    kind: Literal["norm", "layernorm", "rmsnorm"]
     name: Name
     dim: Dim
+    bias: StrictBool | None = None
+
+    @property
+    def has_bias(self) -> bool:
+        return self.bias if self.bias is not None else self.kind == "layernorm"
+
+
+class AttentionNames(_Model):
+    """Submodule names of the projections inside an attention block."""
+
+    q: Name = "q"
+    k: Name = "k"
+    v: Name = "v"
+    qkv: Name = "qkv"
+    o: Name = "o"
+
+
+class AttentionLayer(_Model):
+    """Multi-head self-attention: q, k, v projections ``d_model -> n_heads*d_head`` and an output
+    projection back (``fused: true``: one ``qkv`` projection of width ``3*n_heads*d_head``).
+
+    The derivation also gives the attention-logit scale to pass to attention.
+    """
+
+    kind: Literal["attention"]
+    name: Name
+    d_model: Dim
+    n_heads: Dim
+    d_head: Dim
     bias: StrictBool = False
+    fused: StrictBool = False
+    names: AttentionNames = AttentionNames()
 
 
-LAYER_MODELS: dict[str, type[_Model]] = {"linear": LinearLayer, "norm": NormLayer}
+class MlpNames(_Model):
+    fc: Name = "fc"
+    gate: Name = "gate"
+    proj: Name = "proj"
+
+
+class MlpLayer(_Model):
+    """A transformer MLP: ``fc: d_model -> d_ff``, ``proj: d_ff -> d_model`` (``gated: true`` adds
+    ``gate: d_model -> d_ff``). ``d_ff`` defaults to ``expansion * d_model``."""
+
+    kind: Literal["mlp"]
+    name: Name
+    d_model: Dim
+    d_ff: Dim | None = None
+    expansion: Annotated[StrictInt, Field(gt=0, le=1024)] = 4
+    bias: StrictBool = False
+    gated: StrictBool = False
+    names: MlpNames = MlpNames()
+
+
+class RepeatBlock(_Model):
+    """``repeat: N`` copies of ``layers`` named ``<name>.<i>.<layer>`` for i = 0..N-1."""
+
+    kind: Literal["repeat"] = "repeat"
+    name: Name
+    repeat: Annotated[StrictInt, Field(gt=0, le=10_000)] | StrictStr
+    layers: Annotated[list[Layer], Field(min_length=1, max_length=10_000)]
+
+
+LAYER_MODELS: dict[str, type[_Model]] = {
+    "linear": LinearLayer,
+    "embedding": EmbeddingLayer,
+    "norm": NormLayer,
+    "layernorm": NormLayer,
+    "rmsnorm": NormLayer,
+    "attention": AttentionLayer,
+    "mlp": MlpLayer,
+    "repeat": RepeatBlock,
+}
+_TAGS = {"norm": "norm", "layernorm": "norm", "rmsnorm": "norm"}
 
 
 def _layer_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        kind = value.get("kind", "linear")
-        return kind if isinstance(kind, str) and kind in LAYER_MODELS else None
+        kind = value.get("kind", "repeat" if "repeat" in value else "linear")
+        if isinstance(kind, str) and kind in LAYER_MODELS:
+            return _TAGS.get(kind, kind)
+        return None
     if isinstance(value, BaseModel):
-        return getattr(value, "kind", None)
+        kind = getattr(value, "kind", None)
+        return _TAGS.get(kind, kind)
     return None
 
 
 Layer = Annotated[
-    Annotated[LinearLayer, Tag("linear")] | Annotated[NormLayer, Tag("norm")],
+    Annotated[LinearLayer, Tag("linear")]
+    | Annotated[EmbeddingLayer, Tag("embedding")]
+    | Annotated[NormLayer, Tag("norm")]
+    | Annotated[AttentionLayer, Tag("attention")]
+    | Annotated[MlpLayer, Tag("mlp")]
+    | Annotated[RepeatBlock, Tag("repeat")],
     Discriminator(
         _layer_kind,
         custom_error_type="layer_kind",
         custom_error_message="expected a mapping whose kind is one of: " + ", ".join(LAYER_MODELS),
     ),
 ]
+RepeatBlock.model_rebuild()
 
 
 def _check_widths(value: Any) -> Any:

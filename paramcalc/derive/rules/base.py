@@ -44,3 +44,7 @@ class Rule(Protocol):
     forms: tuple[str, ...]
 
     def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales: ...
+
+    def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:
+        """The factor on ``q . k`` logits (``scaled_dot_product_attention(..., scale=...)``)."""
+        ...

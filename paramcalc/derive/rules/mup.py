@@ -21,6 +21,11 @@ Theta-exponents equal the spectral ones; the init differs from spectral only by 
 ``min(1, sqrt(fan_out/d_in))`` that TP5 replaces by its limit (1 for input and hidden layers,
 ``1/sqrt(m_in)`` relative to base for the readout).
 
+Attention logits are scaled by ``sqrt(d_head(base)) / d_head``: ``1/d_head`` as TP5 Definition 4.1
+asks (queries and keys become correlated, so ``q . k`` grows like ``d_head``), times the constant
+that makes it ``1/sqrt(d_head)``, the SP scale, at the base width (the ``mup`` README's
+``8/d`` for ``d_head = 64``).
+
 Forms. ``table3`` (the default) puts everything in init and learning rate, with no forward
 multiplier: nothing in the model's forward pass changes, checkpoints and any optimizer keep working.
 ``table8`` is TP5 Table 8's form with an output multiplier ``1/m_in`` (what ``mup.MuReadout``
@@ -64,6 +69,9 @@ class MuP:
             t = 1 / m_in
             return Scales(init_std / t, lr / t**optimizer.symmetry_power, t)
         return Scales(init_std, lr, ONE)
+
+    def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:
+        return sympy.sqrt(d_head_base) / d_head
 
 
 RULE = MuP()

@@ -31,5 +31,9 @@ class NTP:
     def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales:
         return Scales(shape.gain / sympy.sqrt(shape.d_in), 1 / shape.d_in, ONE)
 
+    def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:
+        """The usual ``1/sqrt(d_head)`` of independent queries and keys."""
+        return 1 / sympy.sqrt(d_head)
+
 
 RULE = NTP()

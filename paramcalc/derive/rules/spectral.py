@@ -18,6 +18,11 @@ Learning rate. The optimizer's update-size law (:mod:`paramcalc.derive.optimizer
 target ``||dW||_* = sqrt(fan_out / d_in)`` into ``lr = fan_out / d_in`` for SGD (Parametrization 1)
 and ``lr = 1 / d_in`` for Adam.
 
+Attention. After training, queries and keys are correlated (their updates are aligned, as every
+update is), so ``q . k`` grows like ``d_head`` rather than the ``sqrt(d_head)`` of independent
+vectors; the logit scale ``1/d_head`` keeps logits Theta(1) (TP5 Sec. 4 and Definition 4.1, and the
+paper's conclusion on structured architectures).
+
 No multipliers: the form is absolute, so a global learning rate tuned at any width transfers. At
 ``d_in = fan_out = n`` (hidden layers) it coincides with muP; for a 3-layer ReLU MLP with
 ``gain = sqrt(2)`` and ``d >= n0`` it gives exactly the muP constants of the paper's App. A.
@@ -58,6 +63,9 @@ class Spectral:
         init_std = shape.gain / sympy.sqrt(shape.d_in) * shrink
         lr = optimizer.lr_for_update(self.target_norm(shape), shape.d_in, shape.fan_out)
         return Scales(init_std, lr, ONE)
+
+    def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:
+        return 1 / d_head
 
 
 RULE = Spectral()
