@@ -121,13 +121,31 @@ class Derivation(Mapping[str, ParamScale]):
 
         Width symbols left out take the spec's value (the base for scaling widths).
         """
-        values = self.resolve_widths(widths)
-        at = {w.symbol: float(values[w.name]) for w in self.spec.widths.values()}
+        at = self._numeric_widths(widths)
         memo: dict[sympy.Basic, float] = {}
         return {
             name: {q: numeric(getattr(p, q), at, memo) for q in QUANTITIES}
             for name, p in self._params.items()
         }
+
+    def evaluate_constants(self, widths: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Numbers for :attr:`constants` (attention-logit scales) at the given widths."""
+        at = self._numeric_widths(widths)
+        memo: dict[sympy.Basic, float] = {}
+        return {name: numeric(expr, at, memo) for name, expr in self.constants.items()}
+
+    def evaluate_tied(self, widths: Mapping[str, int] | None = None) -> dict[str, dict[str, float]]:
+        """Numbers for :attr:`tied`: ``{layer: {"multiplier", "lr", "init_std"}}`` (effective)."""
+        at = self._numeric_widths(widths)
+        memo: dict[sympy.Basic, float] = {}
+        return {
+            layer: {q: numeric(getattr(ts, q), at, memo) for q in ("multiplier", "lr", "init_std")}
+            for layer, ts in self.tied.items()
+        }
+
+    def _numeric_widths(self, widths: Mapping[str, int] | None) -> dict[sympy.Symbol, float]:
+        values = self.resolve_widths(widths)
+        return {w.symbol: float(values[w.name]) for w in self.spec.widths.values()}
 
     def exponents(self) -> dict[str, dict[str, sympy.Rational | None]]:
         """Theta-exponents in width: every scaling width proportional to n, fixed widths constant."""

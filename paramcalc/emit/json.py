@@ -61,7 +61,25 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
             for name, p in d.items()
         },
         "tensors": {name: tensor_facts(p) for name, p in d.items()},
-        "values": {"widths": values_at, "params": values},
+        "constants": {name: text(expr) for name, expr in d.constants.items()},
+        "tied": {
+            layer: {
+                "tensor": ts.tensor,
+                "role": ts.role,
+                "multiplier": text(ts.multiplier),
+                "lr": text(ts.lr),
+                "init_std": text(ts.init_std),
+                "rule_init_std": text(ts.rule_init_std),
+                "init_exponent_gap": str(ts.init_exponent_gap),
+            }
+            for layer, ts in d.tied.items()
+        },
+        "values": {
+            "widths": values_at,
+            "params": values,
+            "constants": d.evaluate_constants(values_at),
+            "tied": d.evaluate_tied(values_at),
+        },
     }
 
 
