@@ -75,6 +75,16 @@ def _check_const(value: Any) -> Any:
     return value
 
 
+def _check_repeat(value: Any) -> Any:
+    if isinstance(value, str) and _IDENT.match(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:
+        raise ValueError(
+            f"expected a repeat count: an integer from 1 to 10000 or a fixed width symbol, got {_show(value)}"
+        )
+    return value
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -192,7 +202,7 @@ class RepeatBlock(_Model):
 
     kind: Literal["repeat"] = "repeat"
     name: Name
-    repeat: Annotated[StrictInt, Field(gt=0, le=10_000)] | StrictStr
+    repeat: Annotated[int | str, BeforeValidator(_check_repeat)]
     layers: Annotated[list[Layer], Field(min_length=1, max_length=10_000)]
 
 
