@@ -46,6 +46,15 @@ class Emit(str, Enum):
     table = "table"
     json = "json"
     markdown = "markdown"
+    latex = "latex"
+    torch = "torch"
+    jax = "jax"
+
+
+class TableFormat(str, Enum):
+    markdown = "markdown"
+    latex = "latex"
+    html = "html"
 
 
 SpecArg = Annotated[
@@ -177,6 +186,44 @@ def derive(
     from paramcalc.emit import emit as run_emit
 
     write_output(run_emit(derivation, emit.value, at), output)
+
+
+@app.command()
+@user_errors
+def table(
+    spec: SpecArg,
+    table_format: Annotated[
+        TableFormat, typer.Option("--format", "-f", help="Markdown, LaTeX (tabular) or standalone HTML.")
+    ] = TableFormat.markdown,
+    output: OutputOpt = None,
+    widths: Annotated[
+        str | None,
+        typer.Option(
+            "--widths",
+            help="Also print numbers at these widths, e.g. d=4096; other widths take the spec's "
+            "values (bases for scaling widths).",
+        ),
+    ] = None,
+    optimizer: Annotated[
+        Opt | None, typer.Option("--optimizer", help="Only this optimizer (default: SGD and Adam).")
+    ] = None,
+    param: Annotated[
+        Param | None,
+        typer.Option("--param", "-p", help="Only this parametrization (default: all four side by side)."),
+    ] = None,
+) -> None:
+    """Init std, learning-rate factor and multiplier of every tensor, parametrizations side by side."""
+    from paramcalc.emit.tables import render_table
+
+    at = parse_width_assignments(widths)
+    content = render_table(
+        _load(spec),
+        table_format.value,
+        optimizers=[optimizer.value] if optimizer else None,
+        parametrizations=[param.value] if param else None,
+        widths=at if widths else None,
+    )
+    write_output(content, output)
 
 
 def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec

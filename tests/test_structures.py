@@ -167,3 +167,20 @@ def test_tie_embedding_to_linear_of_same_storage():
                                   "tie": "head"}]})
     (use,) = spec.tensor("head.weight").tied_uses
     assert use.layer == "emb" and use.role == "input"
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_tie_owned_by_a_readout_with_a_multiplier(opt):
+    """A use's multiplier acts on the stored tensor: when the owner itself carries a multiplier
+    (muP table8 readout), the table8 derivation must equal the table3 one shifted into table8."""
+    spec = {"name": "t", "widths": {"v": 50, "d": {"base": 8}},
+            "layers": [{"name": "head", "fan_in": "d", "fan_out": "v"},
+                       {"name": "emb", "kind": "embedding", "vocab": "v", "dim": "d", "tie": "head"}]}
+    t3 = paramcalc.derive(spec, "mup", opt)
+    t8 = paramcalc.derive(spec, "mup", opt, form="table8")
+    theta = t8["head.weight"].multiplier / t3["head.weight"].multiplier
+    moved = t3.shift({"head.weight": theta})
+    assert sympy.simplify(moved.tied["emb"].multiplier - t8.tied["emb"].multiplier) == 0
+    assert sympy.simplify(moved["head.weight"].init_std - t8["head.weight"].init_std) == 0
+    # the embedding use computes with its Theta(1) table: multiplier * stored std is Theta(1)
+    assert t8.tied["emb"].init_exponent_gap == 0

@@ -59,11 +59,12 @@ def tie(
     scaling: frozenset[sympy.Symbol],
 ) -> TiedScale:
     p = optimizer.symmetry_power
-    owner_lr = owner.lr * owner.multiplier**p  # folded: multiplier 1
-    owner_std = owner.init_std * owner.multiplier
+    # The use computes with mu * W, where W is the stored tensor (init owner.init_std, learning
+    # rate owner.lr): it trains like a tensor of effective lr owner.lr * mu**p and init
+    # owner.init_std * mu. Match the lr of the use's role, folded to multiplier 1.
     want_lr = use_rule.lr * use_rule.multiplier**p
     want_std = use_rule.init_std * use_rule.multiplier
-    mu = (want_lr / owner_lr) ** sympy.Rational(1, p)
-    std = owner_std * mu
+    mu = (want_lr / owner.lr) ** sympy.Rational(1, p)
+    std = owner.init_std * mu
     gap = (theta_exponent(std, scaling) or 0) - (theta_exponent(want_std, scaling) or 0)
     return TiedScale(use.layer, tensor, use, mu, want_lr, std, want_std, sympy.Rational(gap))

@@ -12,6 +12,10 @@ __all__ = ["EMITTERS", "emit"]
 EMITTERS: dict[str, tuple[str, str]] = {
     "json": ("paramcalc.emit.json", "emit_json"),
     "markdown": ("paramcalc.emit.markdown", "emit_markdown"),
+    "latex": ("paramcalc.emit.latex", "emit_latex"),
+    "html": ("paramcalc.emit.html", "emit_html"),
+    "torch": ("paramcalc.emit.torch", "emit_torch"),
+    "jax": ("paramcalc.emit.jax", "emit_jax"),
 }
 
 

@@ -1,0 +1,157 @@
+"""``--emit jax``: a Python module (importing only ``math``, ``jax`` and ``optax``) that applies a
+derivation to parameters in flax's layout.
+
+It defines ``init_params(key, widths=None)``, ``make_optimizer(lr, widths=None)`` (per-tensor
+learning rates through optax's label-based ``partition``), ``MULTIPLIERS`` and the attention-logit
+scales (CONTRACT.md, "Emitted JAX code"). Every number is computed at run time from the derived
+expression, printed here; the template only lays the strings out.
+
+>>> import paramcalc
+>>> from paramcalc.emit import emit
+>>> code = emit(paramcalc.derive("examples/mlp.yaml", "mup", "adam"), "jax")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sympy
+
+from paramcalc.derive import Derivation
+from paramcalc.emit.python import (
+    WidthCode,
+    comment,
+    expression_comment,
+    header,
+    literal,
+    number,
+    numbers_at,
+    shape_at,
+    width_defaults,
+)
+from paramcalc.emit.templating import render
+from paramcalc.errors import SpecError
+from paramcalc.spec import Tensor
+
+__all__ = ["FLAX_LEAVES", "OPTAX_OPTIMIZERS", "emit_jax", "jax_context", "leaves"]
+
+# Spec layer kind -> its parameters' names in flax (Dense, Embed, LayerNorm / RMSNorm).
+FLAX_LEAVES: dict[str, dict[str, str]] = {
+    "linear": {"weight": "kernel", "bias": "bias"},
+    "embedding": {"weight": "embedding"},
+    "norm": {"weight": "scale", "bias": "bias"},
+}
+
+# Derivation optimizer -> the optax constructor that implements it.
+OPTAX_OPTIMIZERS = {"sgd": "optax.sgd", "adam": "optax.adam"}
+
+
+def leaves(d: Derivation) -> dict[str, tuple[str, str]]:
+    """Spec tensor -> (layer, flax leaf name), for every tensor of the derivation."""
+    out: dict[str, tuple[str, str]] = {}
+    for layer in d.spec.layers:
+        for param, tensor in layer.params.items():
+            if layer.name in d.tied and param == "weight":
+                continue  # the owner's tensor, listed under the owner
+            names = FLAX_LEAVES.get(layer.kind)
+            if names is None or param not in names:
+                known = ", ".join(f"{k} ({', '.join(v)})" for k, v in FLAX_LEAVES.items())
+                raise SpecError(
+                    f"layers: {layer.name}: --emit jax has no flax layout for parameter {param!r} "
+                    f"of a {layer.kind!r} layer (known: {known})",
+                    source=d.spec.source,
+                )
+            out[tensor] = (layer.name, names[param])
+    missing = [name for name in d if name not in out]
+    if missing:  # an engine invariant: every tensor belongs to a layer
+        raise RuntimeError(f"tensors without a layer: {missing}")
+    return out
+
+
+def _flax_shape(t: Tensor) -> tuple[sympy.Expr, ...]:
+    """flax stores a weight as (fan_in, fan_out) (Dense kernel, Embed table), a vector as (fan_out,)."""
+    return (t.fan_out,) if t.layout == "vector" else (t.fan_in, t.fan_out)
+
+
+def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The template's strings: literals, numbers and Python expressions over the widths ``w``.
+
+    ``widths`` (default: the spec's values) become the defaults of the emitted functions.
+    """
+    try:
+        optax_name = OPTAX_OPTIMIZERS[d.optimizer.name]
+    except KeyError:
+        known = ", ".join(OPTAX_OPTIMIZERS)
+        raise SpecError(
+            f"--emit jax: no optax optimizer for {d.optimizer.name!r} (known: {known})",
+            source="command line",
+        ) from None
+    code = WidthCode.for_derivation(d)
+    at = d.resolve_widths(widths)
+    values = d.evaluate(at)
+    where = leaves(d)
+    tensors = []
+    by_layer: dict[str, list[dict[str, str]]] = {}
+    for name, p in d.items():
+        v = values[name]
+        layer, leaf = where[name]
+        shape = _flax_shape(p.tensor)
+        tensors.append({
+            "name": literal(name),
+            "layer": literal(layer),
+            "leaf": literal(leaf),
+            "comment": comment(f"{name}: ") + expression_comment(
+                init_std=p.init_std, lr=p.lr, multiplier=p.multiplier
+            ),
+            "table": "{"
+            + ", ".join([
+                f"'shape': {shape_at(d, shape, at)!r}",
+                f"'init_mean': {number(numbers_at(d, p.init_mean, at))}",
+                *(f"'{q}': {number(v[q])}" for q in ("init_std", "lr", "multiplier")),
+            ])
+            + "}",
+            "shape": ", ".join(code(s) for s in shape),
+            "init_mean": code(p.init_mean),
+            "init_std": code(p.init_std),
+            "lr": code(p.lr),
+            "multiplier": code(p.multiplier),
+        })
+        by_layer.setdefault(layer, []).append(
+            {"name": literal(leaf), "value": number(v["multiplier"])}
+        )
+    tied_values = d.evaluate_tied(at)
+    constants = d.evaluate_constants(at)
+    return {
+        "h": header(d, "jax"),
+        "optax_name": optax_name,
+        "widths": width_defaults(d, at),
+        "tensors": tensors,
+        "multipliers": [{"layer": literal(layer), "leaves": ls} for layer, ls in by_layer.items()],
+        "tied": [
+            {
+                "layer": literal(layer),
+                "owner": literal(where[ts.tensor][0]),
+                "leaf": literal(where[ts.tensor][1]),
+                "value": number(tied_values[layer]["multiplier"]),
+                "comment": expression_comment(multiplier=ts.multiplier),
+                "code": code(ts.multiplier),
+            }
+            for layer, ts in d.tied.items()
+        ],
+        "constants": [
+            {
+                "name": literal(name),
+                "value": number(constants[name]),
+                "comment": expression_comment(scale=expr),
+                "code": code(expr),
+            }
+            for name, expr in d.constants.items()
+        ],
+    }
+
+
+def emit_jax(d: Derivation, widths: Mapping[str, int] | None = None) -> str:
+    """The JAX module for ``d``. Its functions take widths at run time; ``widths`` (default: the
+    spec's values, bases for scaling widths) are their defaults."""
+    return render("jax/params.py.j2", **jax_context(d, widths))

@@ -1,0 +1,144 @@
+"""What the PyTorch and JAX emitters share: Python source over a dict of widths, and the safety rules.
+
+Emitted code computes every value at run time from the derived expression, printed by
+:func:`paramcalc.emit.printing.python_code` over a dict ``w`` of widths: ``1/math.sqrt(w['d'])``.
+User text (the spec name, layer names, width names) reaches the code only through :func:`literal`
+(``repr``: a one-line string literal whatever the text) or :func:`comment` (one line, no line
+breaks), never as an identifier: a width named ``lambda`` or ``math`` cannot change what the code
+means.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from paramcalc.derive import Derivation
+from paramcalc.emit.printing import python_code, text
+
+__all__ = [
+    "WidthCode",
+    "comment",
+    "expression_comment",
+    "header",
+    "literal",
+    "number",
+    "numbers_at",
+    "shape_at",
+    "width_defaults",
+]
+
+_PLACEHOLDER = re.compile(r"\b_w(\d+)\b")
+
+
+def literal(value: str) -> str:
+    """A Python string literal for ``value``: ``repr`` escapes quotes, backslashes and line breaks."""
+    return repr(str(value))
+
+
+def comment(value: str) -> str:
+    """``value`` made safe for the rest of a ``#`` comment line: no line breaks, no control characters."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
+def number(value: float) -> str:
+    """A float as Python source that reads back to the same float."""
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class WidthCode:
+    """Prints expressions in a spec's width symbols as Python over the dict ``w``: ``w['d']/256``.
+
+    Each width symbol is swapped for a placeholder symbol (positive, like the widths) before
+    printing and the placeholder for ``w[<literal name>]`` after, so width names appear in the
+    code only as string literals.
+    """
+
+    placeholders: Mapping[sympy.Symbol, sympy.Symbol]
+    names: tuple[str, ...]
+    _memo: dict[sympy.Basic, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def for_derivation(cls, d: Derivation) -> WidthCode:
+        widths = list(d.spec.widths.values())
+        return cls(
+            {w.symbol: sympy.Symbol(f"_w{i}", positive=True) for i, w in enumerate(widths)},
+            tuple(w.name for w in widths),
+        )
+
+    def __call__(self, expr: sympy.Expr) -> str:
+        expr = sympy.sympify(expr)
+        found = self._memo.get(expr)
+        if found is None:
+            code = python_code(expr.xreplace(self.placeholders))
+            found = _PLACEHOLDER.sub(lambda m: f"w[{literal(self.names[int(m.group(1))])}]", code)
+            self._memo[expr] = found
+        return found
+
+
+def header(d: Derivation, target: str) -> dict[str, Any]:
+    """What produced the code, for the header comment and the module constants."""
+    from paramcalc import __version__
+
+    return {
+        "spec": literal(d.spec.name),
+        "spec_comment": comment(repr(d.spec.name)),
+        "parametrization": literal(d.parametrization),
+        "parametrization_comment": comment(d.parametrization),
+        "optimizer": literal(d.optimizer.name),
+        "optimizer_comment": comment(d.optimizer.title),
+        "form": literal(d.form),
+        "form_comment": comment(d.form),
+        "version": literal(__version__),
+        "version_comment": comment(__version__),
+        "command": comment(_command(d, target)),
+    }
+
+
+def _command(d: Derivation, target: str) -> str:
+    """The command that regenerates the code, or where it came from if no command does."""
+    from paramcalc.derive.rules import get_rule
+
+    forms = get_rule(d.parametrization).forms
+    if d.form not in forms:
+        return f"paramcalc.emit.emit(derivation, {target!r}) on a {d.form} derivation (Python API)"
+    return (
+        f"paramcalc derive SPEC --param {d.parametrization} --optimizer {d.optimizer.name}"
+        + (f" --form {d.form}" if d.form != forms[0] else "")
+        + f" --emit {target}"
+    )
+
+
+def numbers_at(d: Derivation, expr: sympy.Expr, widths: Mapping[str, int]) -> float:
+    """``expr`` as a float at ``widths`` (every width of the spec given)."""
+    from paramcalc.symbolic import numeric
+
+    return numeric(sympy.sympify(expr), {w.symbol: float(widths[w.name]) for w in d.spec.widths.values()})
+
+
+def shape_at(d: Derivation, shape: tuple[sympy.Expr, ...], widths: Mapping[str, int]) -> tuple[int, ...]:
+    """A tensor shape at ``widths`` as integers."""
+    at = {w.symbol: sympy.Integer(widths[w.name]) for w in d.spec.widths.values()}
+    return tuple(int(s.xreplace(at)) for s in shape)
+
+
+def width_defaults(d: Derivation, widths: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The ``WIDTHS`` dict's entries: each width's default value, and its base if it scales."""
+    return [
+        {
+            "name": literal(w.name),
+            "value": widths[w.name],
+            "comment": f"  # scales with width; base {w.value}" if w.scaling else "",
+        }
+        for w in d.spec.widths.values()
+    ]
+
+
+def expression_comment(**exprs: sympy.Expr) -> str:
+    """``init_std 1/sqrt(d), lr d/256``: the expressions of one tensor, for a trailing comment."""
+    return comment(", ".join(f"{k} {text(v)}" for k, v in exprs.items()))

@@ -1,0 +1,376 @@
+"""Tables of derivations: one parametrization, or spectral | muP | NTP | SP side by side.
+
+Per parameter tensor: the init std (sigma), the learning-rate factor (eta) and the forward
+multiplier, as expressions and, at given widths, as numbers. Layers that use another layer's
+tensor (``tie:``) get a row of their own (the multiplier of their use and what it trains with);
+attention-logit scales get a second table.
+
+The builder here knows nothing of the output language: a :class:`TableFormat` (one per target,
+in :mod:`paramcalc.emit.markdown`, :mod:`~paramcalc.emit.latex`, :mod:`~paramcalc.emit.html`)
+prints each cell, and the target's template lays the printed strings out. Rows of repeated blocks
+that are equal in every column collapse into one (``blocks.*.attn.q.weight``, x12).
+
+>>> from paramcalc.emit.tables import render_table
+>>> print(render_table("examples/mlp.yaml", "markdown", optimizers=["sgd"]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+
+from paramcalc.derive import Derivation, derive
+from paramcalc.emit.printing import exponent_text
+from paramcalc.emit.templating import render
+from paramcalc.errors import SpecError
+from paramcalc.spec import Spec, load_spec
+
+__all__ = [
+    "PARAMETRIZATIONS",
+    "TABLE_FORMATS",
+    "Document",
+    "Grid",
+    "TableFormat",
+    "derivation_document",
+    "get_format",
+    "number_text",
+    "render_document",
+    "render_table",
+    "table_document",
+]
+
+PARAMETRIZATIONS = ("spectral", "mup", "ntp", "sp")
+OPTIMIZERS = ("sgd", "adam")
+QUANTITIES = ("init_std", "lr", "multiplier")
+
+# Target -> (module, TableFormat). Imported on use.
+TABLE_FORMATS: dict[str, tuple[str, str]] = {
+    "markdown": ("paramcalc.emit.markdown", "MARKDOWN"),
+    "latex": ("paramcalc.emit.latex", "LATEX"),
+    "html": ("paramcalc.emit.html", "HTML"),
+}
+
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
+
+
+def number_text(value: float) -> str:
+    """Four significant digits: ``0.01562``, ``4``, ``1.526e-05``."""
+    return f"{value:.4g}"
+
+
+@dataclass(frozen=True)
+class TableFormat:
+    """How one output language prints a table's cells. Everything user-controlled (spec and layer
+    names) passes through ``name`` or ``text``, which escape it for the language."""
+
+    name: str
+    template: str  # under templates/, e.g. "latex/table.tex.j2"
+    text: Callable[[str], str]  # escaped plain text
+    name_cell: Callable[[str], str]  # a tensor or layer name
+    shape: Callable[[Sequence[sympy.Expr]], str]  # a tensor's shape
+    cell: Callable[[sympy.Expr, float | None], str]  # a derived expression, and its number
+    exponents: Callable[[Sequence[str]], str]  # Theta-exponents of one row
+    repeated: Callable[[str, int], str]  # a collapsed name cell and its count
+    tied: Callable[[str, str], str]  # "layer uses tensor"
+    titles: Mapping[str, str]  # parametrization and optimizer -> heading
+    headers: Mapping[str, str]  # column key -> header
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One table, already printed: ``groups`` span the columns after the ``lead`` first ones."""
+
+    caption: str
+    lead: tuple[str, ...]
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+    rows: tuple[tuple[str, ...], ...]
+    collapsed: bool = False  # some rows stand for every block of a repeated block
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.lead + tuple(c for _, cols in self.groups for c in cols)
+
+    @property
+    def flat_columns(self) -> tuple[str, ...]:
+        """Column headers with their group's title in front, for languages without spans."""
+        return self.lead + tuple(
+            f"{title} {c}" if title else c for title, cols in self.groups for c in cols
+        )
+
+    @property
+    def latex_columns(self) -> str:
+        """A ``tabular`` column spec: ``l`` per lead column, ``c`` per group column, ``|`` between."""
+        return "l" * len(self.lead) + "".join("|" + "c" * len(cols) for _, cols in self.groups)
+
+    @property
+    def has_group_titles(self) -> bool:
+        return any(title for title, _ in self.groups)
+
+    @property
+    def spans(self) -> tuple[tuple[str, int], ...]:
+        return tuple((title, len(cols)) for title, cols in self.groups)
+
+
+@dataclass(frozen=True)
+class Document:
+    """What a template renders: a title, notes, and sections of grids."""
+
+    title: str
+    notes: tuple[str, ...]
+    sections: tuple[tuple[str, tuple[Grid, ...]], ...]
+
+
+def get_format(name: str) -> TableFormat:
+    try:
+        module, attr = TABLE_FORMATS[name]
+    except KeyError:
+        known = ", ".join(TABLE_FORMATS)
+        raise ValueError(f"unknown table format {name!r}; expected one of: {known}") from None
+    return getattr(importlib.import_module(module), attr)
+
+
+# Rows -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    name: str  # tensor name, or the using layer for a tied use
+    kind: str  # "param" or "tied"
+    role: str
+    shape: tuple[sympy.Expr, ...]
+    per: tuple[tuple[sympy.Expr, ...], ...]  # per derivation: init_std, lr, multiplier
+    tensor: str = ""  # for a tied use: the tensor it uses
+
+
+def _rows(derivations: Sequence[Derivation]) -> list[_Row]:
+    first = derivations[0]
+    rows = []
+    for name, p in first.items():
+        rows.append(_Row(
+            name, "param", p.tensor.role, tuple(p.tensor.shape),
+            tuple(tuple(getattr(d[name], q) for q in QUANTITIES) for d in derivations),
+        ))
+    for layer, ts in first.tied.items():
+        rows.append(_Row(
+            layer, "tied", ts.role, (),
+            tuple((d.tied[layer].init_std, d.tied[layer].lr, d.tied[layer].multiplier)
+                  for d in derivations),
+            tensor=ts.tensor,
+        ))
+    return rows
+
+
+def _collapse(
+    rows: list[tuple[str, tuple[str, ...]]], fmt: TableFormat
+) -> tuple[tuple[tuple[str, ...], ...], bool]:
+    """Merge rows whose names differ only in block indices when the cells of all of them are
+    equal (``blocks.*.attn.q.weight``); also say whether any merged."""
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, tuple[str, ...]]]] = {}
+    per_pattern: dict[str, int] = {}
+    for name, cells in rows:
+        pattern = _INDEX.sub("*", name)
+        groups.setdefault((pattern, cells), []).append((name, cells))
+        per_pattern[pattern] = per_pattern.get(pattern, 0) + 1
+    out = []
+    for (pattern, cells), members in groups.items():
+        if len(members) > 1 and len(members) == per_pattern[pattern]:
+            out.append((fmt.repeated(pattern, len(members)), *cells))
+        else:
+            out.extend((fmt.name_cell(name), *c) for name, c in members)
+    return tuple(out), len(out) < len(rows)
+
+
+def _grid(
+    fmt: TableFormat,
+    derivations: Sequence[Derivation],
+    widths: Mapping[str, int] | None,
+    *,
+    single: bool,
+    caption: str,
+) -> Grid:
+    """The parameter table: per tensor (and tied use) a row, per derivation a group of columns."""
+    rows = _rows(derivations)
+    values = (
+        [(d.evaluate(widths), d.evaluate_tied(widths)) for d in derivations]
+        if widths is not None else None
+    )
+    # A multiplier column only where some multiplier is not 1 (always for one derivation).
+    show_mult = [
+        single or any(r.per[i][2] != 1 for r in rows) for i in range(len(derivations))
+    ]
+    groups = []
+    for i, d in enumerate(derivations):
+        cols = [fmt.headers["init_std"], fmt.headers["lr"]]
+        if show_mult[i]:
+            cols.append(fmt.headers["multiplier"])
+        if single:
+            cols.append(fmt.headers["exponents"])
+        groups.append(("" if single else fmt.titles[d.parametrization], tuple(cols)))
+    param_rows: list[tuple[str, tuple[str, ...]]] = []
+    tied_rows: list[tuple[str, ...]] = []
+    for r in rows:
+        cells: list[str] = [fmt.text(r.role)]
+        if single:
+            cells.append(fmt.shape(r.shape) if r.shape else "")
+        for i, d in enumerate(derivations):
+            for k, q in enumerate(QUANTITIES[: 3 if show_mult[i] else 2]):
+                value = None
+                if values is not None:
+                    value = values[i][0 if r.kind == "param" else 1][r.name][q]
+                cells.append(fmt.cell(r.per[i][k], _shown(r.per[i][k], value)))
+            if single:
+                cells.append(fmt.exponents([_exponent(d, r, k) for k in range(3)]))
+        if r.kind == "param":
+            param_rows.append((r.name, tuple(cells)))
+        else:
+            tied_rows.append((fmt.tied(r.name, r.tensor), *cells))
+    collapsed_rows, collapsed = _collapse(param_rows, fmt)
+    lead = [fmt.headers["tensor"], fmt.headers["role"]]
+    if single:
+        lead.append(fmt.headers["shape"])
+    return Grid(caption, tuple(lead), tuple(groups), collapsed_rows + tuple(tied_rows), collapsed)
+
+
+def _shown(expr: sympy.Expr, value: float | None) -> float | None:
+    """The number to print next to ``expr``: none where the expression is a number itself."""
+    return None if expr.is_Number else value
+
+
+def _exponent(d: Derivation, r: _Row, k: int) -> str:
+    if r.kind == "param":
+        return exponent_text(d[r.name].exponents[QUANTITIES[k]])
+    ts = d.tied[r.name]
+    return exponent_text(d.spec.exponent((ts.init_std, ts.lr, ts.multiplier)[k]))
+
+
+def _constants_grid(
+    fmt: TableFormat, derivations: Sequence[Derivation], widths: Mapping[str, int] | None,
+    caption: str,
+) -> Grid | None:
+    first = derivations[0]
+    if not first.constants:
+        return None
+    values = [d.evaluate_constants(widths) for d in derivations] if widths is not None else None
+    rows = []
+    for name in first.constants:
+        cells = []
+        for i, d in enumerate(derivations):
+            expr = d.constants[name]
+            cells.append(fmt.cell(expr, None if values is None else _shown(expr, values[i][name])))
+        rows.append((name, tuple(cells)))
+    single = len(derivations) == 1
+    groups = (("", tuple(
+        fmt.headers["scale"] if single else fmt.titles[d.parametrization] for d in derivations
+    )),)
+    return Grid(caption, (fmt.headers["constant"],), groups, *_collapse(rows, fmt))
+
+
+# Documents ------------------------------------------------------------------------------------
+
+
+def _notes(
+    fmt: TableFormat, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Grid]
+) -> list[str]:
+    h = fmt.headers
+    notes = [
+        h["init_std"] + fmt.text(": init std, W \u223c N(0, \u03c3\u00b2) at init. ")
+        + h["lr"] + fmt.text(": learning-rate factor, the step size is \u03b7 times the global "
+                             "learning rate tuned at the base widths. ")
+        + h["multiplier"] + fmt.text(": the layer computes with multiplier \u00b7 W"
+                                     + ("." if single else "; 1 where its column is left out."))
+    ]
+    if single:
+        notes.append(h["exponents"] + fmt.text(": Theta-exponents in width of \u03c3, \u03b7, multiplier."))
+    if any(g.collapsed for g in grids):
+        notes.append(fmt.text("A * in a name stands for every block index of a repeated block."))
+    if widths is not None:
+        notes.append(fmt.text("Values at ") + ", ".join(
+            f"{fmt.name_cell(k)} = {v}" for k, v in widths.items()) + fmt.text("."))
+    return notes
+
+
+def derivation_document(
+    d: Derivation, fmt: TableFormat | str, widths: Mapping[str, int] | None = None
+) -> Document:
+    """One derivation: shape, expressions, exponents, numbers at ``widths`` (default: the spec's)."""
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    at = d.resolve_widths(widths)
+    title = (
+        fmt.text(f"{d.spec.name}: ") + fmt.titles[d.parametrization]
+        + fmt.text(f", {d.optimizer.title} ({d.form} form)")
+    )
+    grids = [_grid(fmt, [d], at, single=True, caption=title)]
+    constants = _constants_grid(fmt, [d], at, fmt.text("Attention-logit scales"))
+    if constants is not None:
+        grids.append(constants)
+    return Document(title, tuple(_notes(fmt, at, True, grids)), (("", tuple(grids)),))
+
+
+def table_document(
+    spec: Spec | Mapping[str, Any] | str,
+    fmt: TableFormat | str,
+    *,
+    optimizers: Iterable[str] | None = None,
+    parametrizations: Iterable[str] | None = None,
+    widths: Mapping[str, int] | None = None,
+) -> Document:
+    """Parametrizations side by side, one section per optimizer.
+
+    Numbers appear only when ``widths`` is given (other widths then take the spec's values).
+    """
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    loaded = load_spec(spec)  # type: ignore[arg-type]
+    params = tuple(parametrizations or PARAMETRIZATIONS)
+    opts = tuple(optimizers or OPTIMIZERS)
+    at = None
+    sections = []
+    for opt in opts:
+        derivations = [derive(loaded, p, opt) for p in params]
+        if widths is not None and at is None:
+            at = derivations[0].resolve_widths(widths)
+        title = fmt.titles[opt]
+        caption = fmt.text(f"{loaded.name}, ") + title
+        grids = [_grid(fmt, derivations, at, single=False, caption=caption)]
+        constants = _constants_grid(
+            fmt, derivations, at, caption + fmt.text(": attention-logit scales")
+        )
+        if constants is not None:
+            grids.append(constants)
+        sections.append((title, tuple(grids)))
+    doc_title = fmt.text(f"{loaded.name}: ") + fmt.text(", ").join(fmt.titles[p] for p in params)
+    notes = _notes(fmt, at, False, [g for _, grids in sections for g in grids])
+    return Document(doc_title, tuple(notes), tuple(sections))
+
+
+def render_document(doc: Document, fmt: TableFormat | str, level: int = 2) -> str:
+    """Render ``doc`` with the format's template; ``level`` is the heading level of its title
+    (Markdown and HTML), for embedding in a larger page."""
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    from paramcalc import __version__
+
+    return render(fmt.template, doc=doc, version=__version__, level=level, h1="#" * level,
+                  h2="#" * (level + 1))
+
+
+def render_table(
+    spec: Spec | Mapping[str, Any] | str,
+    fmt: str,
+    *,
+    optimizers: Iterable[str] | None = None,
+    parametrizations: Iterable[str] | None = None,
+    widths: Mapping[str, int] | None = None,
+) -> str:
+    """``paramcalc table``: the side-by-side table of ``spec`` in ``fmt`` (markdown, latex, html)."""
+    try:
+        table_fmt = get_format(fmt)
+    except ValueError as exc:
+        raise SpecError(str(exc), source="command line") from None
+    doc = table_document(
+        spec, table_fmt, optimizers=optimizers, parametrizations=parametrizations, widths=widths
+    )
+    return render_document(doc, table_fmt)

@@ -1,0 +1,117 @@
+"""``--emit torch``: a Python module (importing only ``math`` and ``torch``) that applies a derivation.
+
+It defines ``init_parameters(model, widths=None)``, ``param_groups(model, lr, widths=None)``,
+``apply_multipliers(model, widths=None)``, the per-tensor values as the dict ``PARAMETERS`` and
+the attention-logit scales (CONTRACT.md, "Emitted PyTorch code"). Every number is computed at run
+time from the derived expression, printed here; the template only lays the strings out.
+
+>>> import paramcalc
+>>> from paramcalc.emit import emit
+>>> code = emit(paramcalc.derive("examples/mlp.yaml", "mup", "adam"), "torch")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from paramcalc.derive import Derivation
+from paramcalc.emit.python import (
+    WidthCode,
+    comment,
+    expression_comment,
+    header,
+    literal,
+    number,
+    numbers_at,
+    shape_at,
+    width_defaults,
+)
+from paramcalc.emit.templating import render
+
+__all__ = ["emit_torch", "layer_multiplier_exprs", "torch_context"]
+
+# The torch.optim class shown in the usage example, per derivation optimizer.
+TORCH_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}
+
+
+def layer_multiplier_exprs(d: Derivation) -> dict[str, tuple[Any, Any]]:
+    """Each layer with parameters -> (weight multiplier, bias multiplier or None).
+
+    A layer that uses another layer's tensor (``tie:``) computes with the multiplier of its own
+    use (:attr:`Derivation.tied`), not the owner's.
+    """
+    out: dict[str, tuple[Any, Any]] = {}
+    for layer in d.spec.layers:
+        if not layer.params:
+            continue
+        weight = layer.params.get("weight")
+        bias = layer.params.get("bias")
+        if layer.name in d.tied:
+            w_mult = d.tied[layer.name].multiplier
+        else:
+            w_mult = d[weight].multiplier if weight is not None else 1
+        out[layer.name] = (w_mult, d[bias].multiplier if bias is not None else None)
+    return out
+
+
+def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The template's strings: literals, numbers and Python expressions over the widths ``w``.
+
+    ``widths`` (default: the spec's values) become the defaults of the emitted functions.
+    """
+    code = WidthCode.for_derivation(d)
+    at = d.resolve_widths(widths)
+    values = d.evaluate(at)
+    tensors = []
+    for name, p in d.items():
+        v = values[name]
+        tensors.append({
+            "name": literal(name),
+            "comment": comment(f"{name}: ") + expression_comment(
+                init_std=p.init_std, lr=p.lr, multiplier=p.multiplier
+            ),
+            "table": "{"
+            + ", ".join([
+                f"'shape': {shape_at(d, p.tensor.shape, at)!r}",
+                f"'init_mean': {number(numbers_at(d, p.init_mean, at))}",
+                *(f"'{q}': {number(v[q])}" for q in ("init_std", "lr", "multiplier")),
+            ])
+            + "}",
+            "shape": ", ".join(code(s) for s in p.tensor.shape),
+            "init_mean": code(p.init_mean),
+            "init_std": code(p.init_std),
+            "lr": code(p.lr),
+            "multiplier": code(p.multiplier),
+        })
+    constants = d.evaluate_constants(at)
+    return {
+        "h": header(d, "torch"),
+        "torch_optimizer": TORCH_OPTIMIZERS.get(d.optimizer.name, "SGD"),
+        "widths": width_defaults(d, at),
+        "tensors": tensors,
+        "tied": [{"layer": literal(layer), "tensor": literal(ts.tensor)} for layer, ts in d.tied.items()],
+        "layers": [
+            {
+                "name": literal(layer),
+                "weight": code(w_mult),
+                "bias": "None" if b_mult is None else code(b_mult),
+            }
+            for layer, (w_mult, b_mult) in layer_multiplier_exprs(d).items()
+        ],
+        "constants": [
+            {
+                "name": literal(name),
+                "value": number(constants[name]),
+                "comment": expression_comment(scale=expr),
+                "code": code(expr),
+            }
+            for name, expr in d.constants.items()
+        ],
+    }
+
+
+def emit_torch(d: Derivation, widths: Mapping[str, int] | None = None) -> str:
+    """The PyTorch module for ``d``. Its functions take widths at run time; ``widths`` (default:
+    the spec's values, bases for scaling widths) are their defaults."""
+    return render("torch/params.py.j2", **torch_context(d, widths))

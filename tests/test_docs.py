@@ -1,0 +1,38 @@
+"""docs/examples.md is generated from examples/: it fails here when it is out of date."""
+
+from __future__ import annotations
+
+import shutil
+
+from paramcalc.emit import docs
+from tests.conftest import EXAMPLES, ROOT
+
+PAGE = ROOT / "docs" / "examples.md"
+
+
+def test_examples_page_is_up_to_date():
+    assert PAGE.read_text(encoding="utf-8") == docs.examples_page(EXAMPLES), (
+        "docs/examples.md is out of date: run `python -m paramcalc.emit.docs`"
+    )
+
+
+def test_page_has_every_example_and_its_tables():
+    page = PAGE.read_text(encoding="utf-8")
+    for spec in sorted(EXAMPLES.glob("*.yaml")):
+        assert f"## `{spec.name}`" in page
+        assert spec.read_text(encoding="utf-8").rstrip() in page
+    assert page.count("#### SGD") == page.count("#### Adam") == len(list(EXAMPLES.glob("*.yaml")))
+
+
+def test_check_and_regenerate(tmp_path, capsys):
+    examples = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, examples)
+    page = tmp_path / "docs" / "examples.md"
+    args = ["--examples", str(examples), "--output", str(page)]
+    assert docs.main(["--check", *args]) == 1  # missing
+    assert docs.main(args) == 0 and page.read_text(encoding="utf-8") == docs.examples_page(examples)
+    assert docs.main(["--check", *args]) == 0
+    spec = examples / "mlp.yaml"
+    spec.write_text(spec.read_text().replace("n_out: 10", "n_out: 100"))
+    assert docs.main(["--check", *args]) == 1
+    assert "out of date" in capsys.readouterr().err

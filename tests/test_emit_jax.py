@@ -1,0 +1,149 @@
+"""`--emit jax`: run the emitted module with jax and optax and check what it does.
+
+`init_params` shapes (flax layout) and stds, and the first optax update on all-ones gradients,
+which must be `-lr * factor` for every tensor under SGD and Adam, against the engine's numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+
+import paramcalc  # noqa: E402
+from paramcalc.emit import emit  # noqa: E402
+from tests.conftest import EXAMPLES  # noqa: E402
+from tests.test_emit_torch import (  # noqa: E402
+    GPT_WIDTHS,
+    ONE_HOT_MLP,
+    OPTS,
+    PARAMS,
+    WIDTHS,
+    imported_modules,
+    load_module,
+    symbol_values,
+    tolerance,
+)
+
+
+def emitted(d: paramcalc.Derivation, widths=None) -> types.ModuleType:
+    code = emit(d, "jax", widths)
+    assert imported_modules(code) == {"math", "jax", "optax"}
+    return load_module(code)
+
+
+def flax_shape(d: paramcalc.Derivation, name: str, widths) -> tuple[int, ...]:
+    t = d[name].tensor
+    at = symbol_values(d.spec, widths)
+    dims = (t.fan_out,) if t.layout == "vector" else (t.fan_in, t.fan_out)
+    return tuple(int(s.xreplace(at)) for s in dims)
+
+
+def check_init(module: types.ModuleType, d: paramcalc.Derivation, widths) -> dict:
+    params = module.init_params(jax.random.PRNGKey(0), widths)
+    expected = d.evaluate(widths)
+    at = symbol_values(d.spec, widths)
+    count = 0
+    for name, p in d.items():
+        layer, leaf = module.LEAVES[name]
+        value = params[layer][leaf]
+        count += 1
+        assert value.shape == flax_shape(d, name, widths), name
+        assert value.dtype == jax.numpy.float32, name
+        std, mean = expected[name]["init_std"], float(p.init_mean.xreplace(at))
+        value = np.asarray(value, dtype=np.float64)
+        if std == 0:
+            assert (value == mean).all(), name
+        else:
+            assert value.std() == pytest.approx(std, rel=tolerance(value.size)), name
+            assert abs(value.mean() - mean) < 6 * std / math.sqrt(value.size), name
+    assert count == len(d) == sum(len(leaves) for leaves in params.values())
+    return params
+
+
+def check_first_update(module: types.ModuleType, d: paramcalc.Derivation, params, widths) -> None:
+    lr = 0.01
+    optimizer = module.make_optimizer(lr, widths)
+    state = optimizer.init(params)
+    grads = jax.tree.map(lambda p: p * 0 + 1, params)
+    updates, _ = jax.jit(optimizer.update)(grads, state, params)
+    expected = d.evaluate(widths)
+    for name in d:
+        layer, leaf = module.LEAVES[name]
+        step = np.asarray(updates[layer][leaf])
+        target = -lr * expected[name]["lr"]
+        assert step.min() == pytest.approx(target, rel=1e-5), name
+        assert step.max() == pytest.approx(target, rel=1e-5), name
+
+
+@pytest.mark.parametrize("opt", OPTS)
+@pytest.mark.parametrize("param", PARAMS)
+def test_init_and_first_update_match_the_derivation(param, opt):
+    d = paramcalc.derive(ONE_HOT_MLP, param, opt)
+    module = emitted(d)
+    params = check_init(module, d, WIDTHS)
+    assert set(params) == {"embed", "fc1", "fc2", "head"}
+    assert set(params["fc1"]) == {"kernel", "bias"}
+    check_first_update(module, d, params, WIDTHS)
+    multipliers = module.multipliers(WIDTHS)
+    for name, v in d.evaluate(WIDTHS).items():
+        layer, leaf = module.LEAVES[name]
+        assert multipliers[layer][leaf] == pytest.approx(v["multiplier"], rel=1e-12)
+        assert module.MULTIPLIERS[layer][leaf] == d.evaluate()[name]["multiplier"]
+
+
+def test_multipliers_and_schedules():
+    d = paramcalc.derive(EXAMPLES / "mlp.yaml", "mup", "sgd", form="table8")
+    module = emitted(d)
+    assert module.MULTIPLIERS["head"] == {"kernel": 1.0}
+    assert module.multipliers({"d": 1024})["head"]["kernel"] == 0.25
+    params = module.init_params(jax.random.PRNGKey(1), {"d": 32})
+    # A schedule works as the learning rate: each tensor gets schedule(step) * factor.
+    optimizer = module.make_optimizer(optax.constant_schedule(0.5), {"d": 32})
+    grads = jax.tree.map(lambda p: p * 0 + 1, params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    lrs = d.evaluate({"d": 32})
+    assert float(updates["fc2"]["kernel"][0, 0]) == pytest.approx(-0.5 * lrs["fc2.weight"]["lr"])
+    assert float(updates["fc1"]["bias"][0]) == pytest.approx(-0.5 * lrs["fc1.bias"]["lr"])
+
+
+def test_flax_modules_take_the_layout():
+    linen = pytest.importorskip("flax.linen")
+    d = paramcalc.derive(EXAMPLES / "classifier.yaml", "spectral", "adam")
+    module = emitted(d)
+    params = module.init_params(jax.random.PRNGKey(2), {"d": 16, "vocab": 30})
+    x = jax.random.normal(jax.random.PRNGKey(3), (4, 16))
+    out = linen.Dense(64).apply({"params": params["fc1"]}, x)
+    assert jax.numpy.allclose(out, x @ params["fc1"]["kernel"] + params["fc1"]["bias"], atol=1e-5)
+    ids = jax.numpy.array([0, 3, 29])
+    table = linen.Embed(30, 16).apply({"params": params["embed"]}, ids)
+    assert jax.numpy.array_equal(table, params["embed"]["embedding"][ids])
+
+
+@pytest.mark.parametrize("opt", OPTS)
+def test_gpt_tied_use_norms_and_attention(opt):
+    d = paramcalc.derive(EXAMPLES / "gpt.yaml", "mup", opt)
+    module = emitted(d)
+    params = check_init(module, d, GPT_WIDTHS)
+    assert set(params["blocks.0.ln_1"]) == {"scale", "bias"}
+    assert set(params["wte"]) == {"embedding"} and "lm_head" not in params
+    check_first_update(module, d, params, GPT_WIDTHS)
+    assert module.TIED == {"lm_head": ("wte", "embedding")}
+    tied = module.tied_multipliers(GPT_WIDTHS)
+    assert tied["lm_head"] == pytest.approx(d.evaluate_tied(GPT_WIDTHS)["lm_head"]["multiplier"])
+    assert pytest.approx({"lm_head": 1.0}) == module.TIED_MULTIPLIERS  # muP: 768/d_model at base
+    assert module.attention_scales(GPT_WIDTHS) == pytest.approx(d.evaluate_constants(GPT_WIDTHS))
+
+
+def test_unknown_parameters_are_named():
+    d = paramcalc.derive(ONE_HOT_MLP, "spectral", "sgd")
+    module = emitted(d)
+    params = module.init_params(jax.random.PRNGKey(0), WIDTHS)
+    params["extra"] = {"kernel": jax.numpy.zeros((2, 2))}
+    with pytest.raises(ValueError, match=r"params\['extra'\]\['kernel'\] is not a tensor"):
+        module.make_optimizer(0.1, WIDTHS).init(params)
