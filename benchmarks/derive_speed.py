@@ -1,10 +1,10 @@
 """Cold-start cost of `paramcalc derive --emit json`, as a ratio to `python -c "import sympy"`.
 
 Goal (issue "Foundation and symbolic engine"): at most 1.5x on a transformer-sized spec (here the
-12-block `examples/gpt.yaml`) and on a 1000-layer chain. Every figure is the median of several cold processes measured
-in this one run, so the ratio does not depend on the machine's speed. For context the script also
-measures the import floor: sympy plus the libraries the CLI cannot start without (pydantic with one
-model, typer, PyYAML), which no amount of work in paramcalc can go below.
+12-block `examples/gpt.yaml`) and on a 1000-layer chain. Every figure is the median of several
+cold processes measured in this one run, so the ratio does not depend on the machine's speed.
+For context the script also measures the import floor: sympy plus the libraries the CLI cannot
+start without (pydantic with one model, typer, PyYAML), which no work in paramcalc can go below.
 
     python benchmarks/derive_speed.py [--repeat 15]
 """

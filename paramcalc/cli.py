@@ -226,6 +226,129 @@ def table(
     write_output(content, output)
 
 
+class Data(str, Enum):
+    synthetic = "synthetic"
+    digits = "digits"
+
+
+class Loss(str, Enum):
+    mse = "mse"
+    ce = "ce"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def parse_width_list(text: str) -> list[int]:
+    """``"64,128,256"`` -> ``[64, 128, 256]``."""
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) <= 0:
+            raise SpecError(
+                f"--widths: expected positive integers separated by commas (values of the spec's first "
+                f"scaling width), got {item!r}",
+                source="command line",
+            )
+        values.append(int(item))
+    return values
+
+
+@app.command()
+@user_errors
+def verify(
+    spec: SpecArg,
+    param: ParamOpt = Param.spectral,
+    optimizer: OptimizerOpt = Opt.sgd,
+    widths: Annotated[
+        str,
+        typer.Option("--widths", help="Values of the spec's first scaling width to train at; other "
+                                      "scaling widths follow in proportion to their bases."),
+    ] = "64,128,256,512,1024",
+    steps: Annotated[int, typer.Option("--steps", help="Full-batch training steps at each width.")] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per width (slopes get a standard error).")] = 3,
+    batch: Annotated[int, typer.Option("--batch", help="Examples in the (fixed) training batch.")] = 32,
+    data: Annotated[
+        Data,
+        typer.Option("--data", help="synthetic (||x|| = sqrt(n0), or token ids) or scikit-learn's digits."),
+    ] = Data.synthetic,
+    loss: Annotated[Loss, typer.Option("--loss", help="Mean squared error or cross-entropy.")] = Loss.mse,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Global learning rate (default: the one whose predicted first step "
+                                  "changes the output by RMS 0.1 at the spec's base widths)."),
+    ] = None,
+    center: Annotated[
+        bool,
+        typer.Option("--center/--no-center", help="Train the centered output f - f_0 (default), so the "
+                                                  "first step's loss gradient is the targets' alone."),
+    ] = True,
+    device: Annotated[
+        Device, typer.Option("--device", help="auto: CUDA when present, else CPU.")
+    ] = Device.auto,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="module:function returning your nn.Module at given widths (a dict); "
+                                     "its submodule paths must be the spec's layer names."),
+    ] = None,
+    form: FormOpt = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON to FILE.")
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw the slopes, Figure 2 style, to FILE (.png, .pdf, .svg)."),
+    ] = None,
+) -> None:
+    """Train across widths; check Desideratum 1 and Condition 1, and the calculus' predictions.
+
+    Exit code 0 when the parametrization keeps features and their updates Theta(1) and spectral
+    norms like sqrt(fan_out/fan_in), and measurements agree with predictions; 1 otherwise.
+    """
+    import json
+
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from paramcalc.verify import verify as run_verify
+        from paramcalc.verify.report import print_report
+    except ImportError as exc:
+        raise SpecError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
+                        source="command line") from None
+    values = parse_width_list(widths)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task("widths", total=len(set(values)))
+
+        def progress(index: int, total: int, at: dict[str, int]) -> None:
+            label = ", ".join(f"{k}={v}" for k, v in at.items())
+            bar.update(task, completed=index, total=total, description=f"training at {label}")
+
+        report = run_verify(
+            _load(spec), param.value, optimizer.value, form=form, widths=values, steps=steps, seeds=seeds,
+            batch=batch, data=data.value, loss=loss.value, lr=lr, device=device.value, model=model,
+            progress=progress, center=center,
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    print_report(report, console)
+    if json_out is not None:
+        write_output(json.dumps(report.to_json(), indent=1) + "\n", json_out)
+    if plot is not None:
+        from paramcalc.verify.plot import plot_report
+
+        plot_report(report, plot)
+    raise typer.Exit(report.exit_code)
+
+
 def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec
     from paramcalc.spec import load_spec
 

@@ -1,0 +1,130 @@
+"""Training data for the verifier: synthetic by default, or scikit-learn's digits.
+
+The paper assumes dense inputs of norm ``sqrt(n_0)`` (every entry of size Theta(1), "standard for
+image data", Sec. 1.1) and one-hot inputs for token ids (App. E). ``synthetic`` gives exactly that:
+Gaussian rows rescaled to norm ``sqrt(n_0)``, or uniform token ids. Targets are random: ``+-1``
+per output for the mean squared error (the paper's Fig. 2 trains on ``+-1`` targets), uniform
+classes for cross-entropy. A batch is drawn once per seed and reused at every step (full-batch
+gradient descent, as in Fig. 2) and at every width, so widths differ only in the model.
+
+``digits`` is scikit-learn's 8x8 digits (1797 images, 64 features, shipped inside the package, no
+download): features standardised, rows rescaled to norm ``sqrt(64)``; one output keeps the first two
+classes with ``+-1`` targets (the paper's two-class setup); ``k`` outputs keep classes ``0..k-1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from paramcalc.errors import Problem, SpecError
+
+__all__ = ["Batch", "DATASETS", "LOSSES", "make_batch"]
+
+DATASETS = ("synthetic", "digits")
+LOSSES = ("mse", "ce")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Inputs ``x`` (float ``(B, n_0)`` or long token ids ``(B,)``) and targets ``y``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: str
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.x.to(device), self.y.to(device), self.loss)
+
+    def loss_value(self, output: torch.Tensor) -> torch.Tensor:
+        """Mean squared error (mean over batch and outputs) or softmax cross-entropy."""
+        import torch.nn.functional as F
+
+        if self.loss == "mse":
+            return F.mse_loss(output, self.y)
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), self.y.reshape(-1))
+
+
+def make_batch(
+    *,
+    data: str,
+    loss: str,
+    batch: int,
+    n_in: int,
+    n_out: int,
+    sparse: bool,
+    seed: int,
+    seq: int | None = None,
+    source: str = "command line",
+) -> Batch:
+    """One fixed batch for a seed; ``n_in``/``n_out`` are the model's input and output widths.
+
+    ``seq`` asks for sequences of token ids ``(B, seq)`` (a transformer's input) instead of one
+    input per example; targets then have a ``seq`` axis too.
+    """
+    if data not in DATASETS:
+        raise SpecError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
+                        source=source)
+    if loss not in LOSSES:
+        raise SpecError([Problem("--loss", f"expected one of {', '.join(LOSSES)}, got {loss!r}")],
+                        source=source)
+    if batch < 1:
+        raise SpecError([Problem("--batch", f"expected a positive batch size, got {batch}")], source=source)
+    if loss == "ce" and n_out < 2:
+        raise SpecError([Problem("--loss", f"cross-entropy needs at least 2 outputs; the model has {n_out}")],
+                        source=source)
+    g = torch.Generator().manual_seed(10_007 * seed + 1)
+    shape: tuple[int, ...] = (batch,) if seq is None else (batch, seq)
+    if seq is not None:
+        if data != "synthetic" or not sparse:
+            raise SpecError([Problem("--data", "sequence models take synthetic token ids")], source=source)
+        x = torch.randint(n_in, shape, generator=g)
+        labels = torch.randint(max(n_out, 2), shape, generator=g)
+    elif data == "digits":
+        x, labels = _digits(n_in, n_out, batch, sparse, g, source)
+    else:
+        if sparse:
+            x = torch.randint(n_in, (batch,), generator=g)
+        else:
+            x = torch.randn(batch, n_in, generator=g)
+            x = x * (n_in**0.5 / x.norm(dim=1, keepdim=True))
+        labels = torch.randint(max(n_out, 2), (batch,), generator=g)
+    if loss == "ce":
+        return Batch(x, labels, loss)
+    if data == "synthetic":
+        y = torch.randint(2, (*shape, n_out), generator=g).float() * 2 - 1
+    elif n_out == 1:
+        y = (labels.float() * 2 - 1).unsqueeze(1)
+    else:
+        y = torch.nn.functional.one_hot(labels, n_out).float() * 2 - 1
+    return Batch(x, y, loss)
+
+
+def _digits(
+    n_in: int, n_out: int, batch: int, sparse: bool, g: torch.Generator, source: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if sparse or n_in != 64:
+        raise SpecError([Problem("--data", f"digits has 64 dense features; the spec's first layer takes "
+                                           f"{'token ids' if sparse else n_in}")], source=source)
+    classes = 2 if n_out == 1 else n_out
+    if classes > 10:
+        raise SpecError([Problem("--data", f"digits has 10 classes; the model has {n_out} outputs")],
+                        source=source)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:  # pragma: no cover - scikit-learn is a dev dependency
+        raise SpecError([Problem("--data", "digits needs scikit-learn (pip install scikit-learn)")],
+                        source=source) from None
+    images, labels = load_digits(return_X_y=True)
+    x = torch.as_tensor(images, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    keep = y < classes
+    x, y = x[keep], y[keep]
+    if batch > len(y):
+        raise SpecError([Problem("--batch", f"digits has {len(y)} images of classes 0..{classes - 1}; "
+                                            f"got a batch of {batch}")], source=source)
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    x = x * (64**0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-6))
+    order = torch.randperm(len(y), generator=g)[:batch]
+    return x[order], y[order]

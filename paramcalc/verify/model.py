@@ -1,0 +1,212 @@
+"""Models for the verifier, and the parametrization applied to them.
+
+A model comes from the spec (:func:`paramcalc.models.build_model`, chains and transformers) or from
+a user factory ``module:function`` called with the width assignment (``{"d": 1024, "n_in": 3072,
+...}``) that must return a ``torch.nn.Module`` whose submodule paths are the spec's layer names.
+
+The parametrization is applied through the emitted PyTorch code (``paramcalc.emit.emit(d, "torch")``,
+executed in a fresh namespace: ``init_parameters``, ``apply_multipliers``, ``param_groups``), so a
+verify run is also an end-to-end test of emission. Until a torch emitter is registered, the same
+numbers are applied directly from the derivation folded to multiplier 1 (the abc-symmetry: the
+same training dynamics, exactly for SGD).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from paramcalc.derive import Derivation
+from paramcalc.errors import Problem, SpecError
+from paramcalc.symbolic import numeric
+
+__all__ = ["Parametrized", "apply_parametrization", "build", "emitted_namespace", "load_factory",
+           "memory_needed"]
+
+
+def load_factory(text: str) -> Callable[[dict[str, int]], nn.Module]:
+    """Import ``module:function`` (the current directory is importable, as with ``python -m``)."""
+    module_name, sep, func_name = text.partition(":")
+    if not sep or not module_name or not func_name:
+        raise SpecError([Problem("--model", f"expected module:function, got {text!r}")],
+                        source="command line")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's input
+        raise SpecError([Problem("--model", f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")],
+                        source="command line") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise SpecError([Problem("--model", f"{module_name!r} has no callable {func_name!r}")],
+                        source="command line")
+    return func
+
+
+def build(
+    derivation: Derivation,
+    widths: Mapping[str, int],
+    *,
+    factory: Callable[[dict[str, int]], nn.Module] | None,
+    device: torch.device,
+) -> nn.Module:
+    """The model at ``widths``: from ``factory`` if given, else built from the spec."""
+    spec = derivation.spec
+    if factory is None:
+        from paramcalc.models import build_model
+
+        # Every parameter of a spec-built model is a spec tensor, which the parametrization
+        # initialises: skip torch's default init (as costly as a training step at width 1024).
+        # Not with tied weights: to_empty gives each module a tensor of its own.
+        if any(t.tied_uses for t in spec.tensors):
+            return build_model(spec, dict(widths), device=device)
+        return build_model(spec, dict(widths), device="meta").to_empty(device=device)
+    else:
+        try:
+            model = factory(dict(widths))
+        except Exception as exc:  # noqa: BLE001 - the factory is user code; name what failed
+            raise SpecError([Problem("--model", f"the factory failed at widths {dict(widths)}: "
+                                                f"{type(exc).__name__}: {exc}")],
+                            source="command line") from None
+        if not isinstance(model, nn.Module):
+            raise SpecError([Problem("--model", f"the factory returned {type(model).__name__}, not a "
+                                                "torch.nn.Module")], source="command line")
+        _check_names(model, derivation, widths)
+    return model.to(device)
+
+
+def _check_names(model: nn.Module, derivation: Derivation, widths: Mapping[str, int]) -> None:
+    from paramcalc.models import parameter_shapes
+
+    shapes = parameter_shapes(derivation.spec, widths)
+    params = dict(model.named_parameters())
+    problems = []
+    for name, shape in shapes.items():
+        p = params.get(name)
+        if p is None:
+            problems.append(Problem(name, "the factory's model has no parameter of this name (submodule "
+                                          "paths must be the spec's layer names)"))
+        elif tuple(p.shape) != shape:
+            problems.append(Problem(name, f"has shape {tuple(p.shape)}, the spec says {shape}"))
+    if problems:
+        raise SpecError(problems, source="--model")
+
+
+_NAMESPACES: dict[int, dict[str, Any]] = {}
+
+
+def emitted_namespace(derivation: Derivation) -> dict[str, Any] | None:
+    """The emitted PyTorch module's namespace, or ``None`` while no torch emitter is registered."""
+    from paramcalc.emit import EMITTERS, emit
+
+    if "torch" not in EMITTERS:
+        return None
+    key = id(derivation)
+    if key not in _NAMESPACES:
+        code = emit(derivation, "torch")
+        namespace: dict[str, Any] = {"__name__": f"paramcalc_emitted_{derivation.spec.name}"}
+        exec(compile(code, f"<emitted torch code for {derivation.spec.name}>", "exec"), namespace)  # noqa: S102
+        _NAMESPACES.clear()  # one derivation per verify run
+        _NAMESPACES[key] = namespace
+    return _NAMESPACES[key]
+
+
+@dataclass
+class Parametrized:
+    """A model with its parametrization applied: the optimizer, and each tensor's multiplier."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    multipliers: dict[str, float]
+    emitted: bool
+
+
+def apply_parametrization(
+    derivation: Derivation,
+    model: nn.Module,
+    widths: Mapping[str, int],
+    *,
+    lr: float,
+    optimizer: str,
+    adam_eps: float = 1e-8,
+) -> Parametrized:
+    """Initialise ``model``, make its multipliers act, and build the optimizer for ``lr``."""
+    widths = dict(widths)
+    namespace = emitted_namespace(derivation)
+    numbers = derivation.evaluate(widths)
+    multipliers = {name: v["multiplier"] for name, v in numbers.items()}
+    if namespace is not None:
+        try:
+            namespace["init_parameters"](model, widths)
+            namespace["apply_multipliers"](model, widths)
+            groups = namespace["param_groups"](model, lr, widths)
+        except ValueError as exc:  # the emitted code names what does not match the spec
+            raise SpecError([Problem("model", str(exc))], source=derivation.spec.source) from None
+    else:
+        groups = _direct(derivation, model, widths, lr)
+        multipliers = dict.fromkeys(multipliers, 1.0)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=lr, eps=adam_eps)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    return Parametrized(model, opt, multipliers, namespace is not None)
+
+
+def _direct(
+    derivation: Derivation, model: nn.Module, widths: Mapping[str, int], lr: float
+) -> list[dict[str, Any]]:
+    """The derivation's numbers applied directly, in the folded form (every multiplier 1)."""
+    folded = derivation.folded()
+    values = folded.resolve_widths(widths)
+    at = {w.symbol: float(values[w.name]) for w in folded.spec.widths.values()}
+    memo: dict[Any, float] = {}
+    params = dict(model.named_parameters())
+    groups = []
+    with torch.no_grad():
+        for name, p in folded.items():
+            tensor = params[name]
+            std = numeric(p.init_std, at, memo)
+            mean = numeric(p.init_mean, at, memo)
+            if std > 0:
+                tensor.normal_(mean, std)
+            else:
+                tensor.fill_(mean)
+            groups.append({"params": [tensor], "lr": lr * numeric(p.lr, at, memo), "name": name})
+    return groups
+
+
+def memory_needed(
+    shapes: Mapping[str, tuple[int, ...]], *, batch: int, widths_sum: int, optimizer: str,
+    dtype_bytes: int = 4,
+) -> int:
+    """Bytes a verify run at one width needs, roughly: parameters, gradients, optimizer state,
+    initial copies and the recorded features."""
+    params = sum(math.prod(s) for s in shapes.values())
+    copies = 5 if optimizer == "adam" else 3  # weights, grads, W0 (+ Adam's two moments)
+    return dtype_bytes * (copies * params + 8 * batch * widths_sum)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
