@@ -7,9 +7,7 @@ path and what was expected, and exits 2 without a traceback.
 from __future__ import annotations
 
 import functools
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -140,18 +138,9 @@ def write_output(content: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(content)
         return
-    directory = output.parent if str(output.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{output.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise SpecError(f"cannot write {output}: {exc.strerror or exc}", source="-o") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from paramcalc.files import write_atomically
+
+    write_atomically(output, lambda tmp: Path(tmp).write_text(content, encoding="utf-8"))
 
 
 @app.command()

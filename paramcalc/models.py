@@ -66,6 +66,7 @@ __all__ = [
     "ChainModel",
     "LayerNorm",
     "Mlp",
+    "OneHotLinear",
     "RMSNorm",
     "TransformerModel",
     "build_model",
@@ -197,12 +198,19 @@ class Mlp(nn.Module):
         return self._proj("proj")(h)
 
 
-def _weight_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer fed token ids reads columns (a one-hot input); otherwise its usual call."""
-    if isinstance(module, nn.Linear) and not torch.is_floating_point(x):
-        out = module.weight.t()[x]
-        return out + module.bias if module.bias is not None else out
-    return module(x)
+class OneHotLinear(nn.Linear):
+    """An ``nn.Linear`` whose input may be token ids (a spec's ``input: sparse``).
+
+    Ids stand for one-hot vectors, so ``W @ onehot(i)`` is column ``i`` of ``W``: the layer reads
+    columns instead of multiplying. It is still a module call, so forward hooks (the emitted
+    ``apply_multipliers``, the verifier's recorders) see its input and output.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_floating_point(x):
+            return super().forward(x)
+        out = self.weight.t()[x]
+        return out + self.bias if self.bias is not None else out
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,7 @@ class ChainModel(nn.Module):
             if step.op == "act":
                 x = act(x)
             elif step.op == "weight":
-                x = _weight_forward(self.get_submodule(step.layer), x)
+                x = self.get_submodule(step.layer)(x)
             else:
                 x = self.get_submodule(step.layer)(x)
         return x
@@ -450,8 +458,9 @@ def _module(layer: Layer, spec: Spec, dims: _Dims, factory: dict[str, object]) -
     """The torch module of one spec layer (attention and MLP blocks without their projections)."""
     a = layer.attrs
     if layer.kind == "linear":
-        return nn.Linear(dims(a["fan_in"], layer.path), dims(a["fan_out"], layer.path),
-                         bias="bias" in layer.params, **factory)
+        cls = OneHotLinear if a["input"] == "sparse" else nn.Linear
+        return cls(dims(a["fan_in"], layer.path), dims(a["fan_out"], layer.path),
+                   bias="bias" in layer.params, **factory)
     if layer.kind == "embedding":
         return nn.Embedding(dims(a["fan_in"], layer.path), dims(a["fan_out"], layer.path), **factory)
     if layer.kind == "norm":

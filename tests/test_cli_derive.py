@@ -114,3 +114,17 @@ def test_help_on_every_command():
         result = run(*args)
         assert result.exit_code == 0 and "Usage" in result.stdout
     assert run("--version").stdout.startswith("paramcalc ")
+
+
+def test_output_file_gets_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "d.json"
+    assert run("derive", MLP, "-e", "json", "-o", str(out)).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    out.chmod(0o640)  # an existing file keeps its mode
+    assert run("derive", MLP, "-e", "json", "-o", str(out)).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640

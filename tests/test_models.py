@@ -297,3 +297,25 @@ def test_derive_path_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=EXAMPLES.parent, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_sparse_input_linear_is_a_module_call():
+    """Token ids into a linear layer read columns, through a module call: forward hooks (the
+    emitted ``apply_multipliers``, the verifier's recorders) see and may change its output."""
+    spec = {"name": "s", "widths": {"v": 11, "d": {"base": 8}},
+            "layers": [{"name": "emb", "fan_in": "v", "fan_out": "d", "input": "sparse", "bias": True},
+                       {"name": "out", "fan_in": "d", "fan_out": 3}]}
+    model = build_model(spec)
+    ids = torch.tensor([0, 3, 10])
+    layer = model.get_submodule("emb")
+    expected = layer.weight.t()[ids] + layer.bias
+    seen = []
+    handle = layer.register_forward_hook(lambda m, args, out: seen.append(out) or 2 * out)
+    with torch.no_grad():
+        doubled = model(ids)
+    handle.remove()
+    assert torch.equal(seen[0], expected.detach())
+    with torch.no_grad():
+        plain = model(ids)
+        assert torch.allclose(model.get_submodule("out")(2 * torch.relu(expected)), doubled)
+        assert not torch.allclose(plain, doubled)

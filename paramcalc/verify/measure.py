@@ -89,23 +89,6 @@ class _Recorder:
     def _root(self, module: nn.Module, args: tuple) -> None:
         self.model_input = args[0] if args else None
 
-    def complete(self) -> None:
-        """The first layer's features when the model fed it token ids without calling it.
-
-        ``paramcalc.models`` computes a ``Linear`` layer with one-hot (``input: sparse``) inputs as
-        ``weight.t()[ids] + bias`` rather than calling the module, so its forward hooks never run;
-        reproduce exactly that computation.
-        """
-        first = self.layers[0]
-        x = self.model_input
-        if first in self.outputs or x is None or torch.is_floating_point(x):
-            return
-        module = self.model.get_submodule(first)
-        if isinstance(module, nn.Linear):
-            out = module.weight.detach().t()[x]
-            self.outputs[first] = out + module.bias.detach() if module.bias is not None else out
-            self.inputs[first] = x
-
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             self.inputs[name] = args[0].detach() if args else None  # type: ignore[assignment]
@@ -276,7 +259,6 @@ def _features(
     gen: torch.Generator,
     tol: float,
 ) -> torch.Tensor | None:
-    recorder.complete()
     missing = [name for name in layers if name not in recorder.outputs]
     if missing:
         from paramcalc.errors import Problem, SpecError

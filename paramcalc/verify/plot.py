@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from paramcalc.derive.calculus import QUANTITIES
@@ -121,20 +120,6 @@ def _prediction(report: Report, quantity: str, subject: str, good: list[int]) ->
 
 def _save(fig: object, path: Path) -> None:
     """Write to a temporary file beside ``path``, then rename: never a half-written figure."""
-    directory = path.parent if str(path.parent) else Path(".")
-    suffix = path.suffix or ".png"
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=suffix)
-    except OSError as exc:
-        raise SpecError([Problem("--plot", f"cannot write {path}: {exc.strerror or exc}")],
-                        source="command line") from None
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)  # type: ignore[attr-defined]
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary, not the figure
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from paramcalc.files import write_atomically
+
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120), option="--plot")  # type: ignore[attr-defined]
