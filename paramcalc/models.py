@@ -222,11 +222,9 @@ class _Step:
     norm: str = ""
 
 
-class ChainModel(nn.Module):
-    """A chain of linear / embedding layers with norms between them (see the module docstring).
-
-    ``spec`` and ``widths`` (every width symbol's integer value) are kept as attributes.
-    """
+class _SpecModule(nn.Module):
+    """A model built from a spec: ``spec`` and ``widths`` (every width symbol's integer value)
+    are kept as attributes; ``forward`` follows a plan of steps over the spec's layers."""
 
     def __init__(self, spec: Spec, widths: Mapping[str, int], activation: str) -> None:
         super().__init__()
@@ -234,28 +232,20 @@ class ChainModel(nn.Module):
         self.widths = dict(widths)
         self.activation = activation
         self._plan: tuple[_Step, ...] = ()
+
+
+class ChainModel(_SpecModule):
+    """A chain of linear / embedding layers with norms between them (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = ACTIVATIONS[self.activation]
         for step in self._plan:
-            if step.op == "act":
-                x = act(x)
-            elif step.op == "weight":
-                x = self.get_submodule(step.layer)(x)
-            else:
-                x = self.get_submodule(step.layer)(x)
+            x = act(x) if step.op == "act" else self.get_submodule(step.layer)(x)
         return x
 
 
-class TransformerModel(nn.Module):
+class TransformerModel(_SpecModule):
     """A pre-norm decoder built from a spec (see the module docstring); input token ids."""
-
-    def __init__(self, spec: Spec, widths: Mapping[str, int], activation: str) -> None:
-        super().__init__()
-        self.spec = spec
-        self.widths = dict(widths)
-        self.activation = activation
-        self._plan: tuple[_Step, ...] = ()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.dim() != 2 or torch.is_floating_point(idx):

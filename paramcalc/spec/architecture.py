@@ -379,11 +379,18 @@ class _Builder:
         norm = "rmsnorm" if layer.kind == "rmsnorm" else "layernorm"
         self.layers.append(Layer(name, "norm", path, params, {"dim": dim, "norm": norm}))
 
-    def _projection(self, name: str, fan_in: str | int, fan_out: str, bias: bool, path: str,
-                    **attrs: object) -> None:
-        self._claim(name, path)
-        self._linear(name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),
-                     path, **attrs)
+    def _projections(
+        self, block: str, parts: Mapping[str, tuple[str | int, str | int]], names: object, bias: bool,
+        path: str,
+    ) -> dict[str, str]:
+        """The linear layers of an attention or MLP block, named ``<block>.<names.part>``."""
+        subs = {}
+        for part, (fan_in, fan_out) in parts.items():
+            name = subs[part] = f"{block}.{getattr(names, part)}"
+            self._claim(name, path)
+            self._linear(name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),
+                         path, block=block, part=part)
+        return subs
 
     def _attention(self, name: str, layer: AttentionLayer, path: str) -> None:
         d_model = self.dim(layer.d_model, f"{path}.d_model")
@@ -399,11 +406,7 @@ class _Builder:
         else:
             projections = {k: (layer.d_model, width) for k in ("q", "k", "v")}
         projections["o"] = (width, layer.d_model)
-        subs = {}
-        for key, (fan_in, fan_out) in projections.items():
-            sub = f"{name}.{getattr(names, key)}"
-            subs[key] = sub
-            self._projection(sub, fan_in, fan_out, layer.bias, path, block=name, part=key)
+        subs = self._projections(name, projections, names, layer.bias, path)
         self.layers.append(Layer(name, "attention", path, {}, {
             "d_model": d_model, "n_heads": n_heads, "d_head": d_head, "fused": layer.fused,
             "projections": subs,
@@ -420,11 +423,7 @@ class _Builder:
         if layer.gated:
             parts["gate"] = (layer.d_model, d_ff_raw)
         parts["proj"] = (d_ff_raw, layer.d_model)
-        subs = {}
-        for key, (fan_in, fan_out) in parts.items():
-            sub = f"{name}.{getattr(names, key)}"
-            subs[key] = sub
-            self._projection(sub, fan_in, fan_out, layer.bias, path, block=name, part=key)
+        subs = self._projections(name, parts, names, layer.bias, path)
         self.layers.append(Layer(name, "mlp", path, {}, {
             "d_model": d_model, "d_ff": d_ff, "gated": layer.gated, "projections": subs,
         }))
