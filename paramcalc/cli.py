@@ -225,6 +225,11 @@ class Loss(str, Enum):
     ce = "ce"
 
 
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -258,17 +263,37 @@ def verify(
                                       "scaling widths follow in proportion to their bases."),
     ] = "64,128,256,512,1024",
     steps: Annotated[int, typer.Option("--steps", help="Full-batch training steps at each width.")] = 3,
-    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per width (slopes get a standard error).")] = 3,
-    batch: Annotated[int, typer.Option("--batch", help="Examples in the (fixed) training batch.")] = 32,
+    seeds: Annotated[
+        int | None,
+        typer.Option("--seeds", help="Seeds per width (slopes get a standard error) [default: 3; 6 for a "
+                                     "transformer, whose few tokens make some slopes heavy-tailed]."),
+    ] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option("--batch", help="Examples (sequences, for a transformer) in the fixed training batch "
+                                     "[default: 32; 2 sequences for a transformer]."),
+    ] = None,
+    seq: Annotated[
+        int | None,
+        typer.Option("--seq", help="Tokens per sequence for a transformer [default: 2]: few tokens keep its "
+                                   "first updates low-rank, the regime the theory describes."),
+    ] = None,
     data: Annotated[
         Data,
         typer.Option("--data", help="synthetic (||x|| = sqrt(n0), or token ids) or scikit-learn's digits."),
     ] = Data.synthetic,
-    loss: Annotated[Loss, typer.Option("--loss", help="Mean squared error or cross-entropy.")] = Loss.mse,
+    loss: Annotated[
+        Loss | None,
+        typer.Option("--loss", help="Mean squared error or cross-entropy [default: mse; next-token "
+                                    "cross-entropy for a transformer]."),
+    ] = None,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Global learning rate (default: the one whose predicted first step "
-                                  "changes the output by RMS 0.1 at the spec's base widths)."),
+        typer.Option("--lr", help="Global learning rate. Default: for a chain, the one whose predicted "
+                                  "first step changes the output by RMS 0.1 at the spec's base widths; "
+                                  "otherwise (a transformer, a --model that is not a chain) the one whose "
+                                  "first step, measured by probe steps at the smallest width, moves the "
+                                  "most-moving hidden feature by 10% of its RMS."),
     ] = None,
     center: Annotated[
         bool,
@@ -278,6 +303,12 @@ def verify(
     device: Annotated[
         Device, typer.Option("--device", help="auto: CUDA when present, else CPU.")
     ] = Device.auto,
+    dtype: Annotated[
+        DType | None,
+        typer.Option("--dtype", help="Floating-point type of the models [default: float32 for a chain, "
+                                     "float64 otherwise, where some first updates are below float32's "
+                                     "resolution]."),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", help="module:function returning your nn.Module at given widths (a dict); "
@@ -322,8 +353,9 @@ def verify(
 
         report = run_verify(
             _load(spec), param.value, optimizer.value, form=form, widths=values, steps=steps, seeds=seeds,
-            batch=batch, data=data.value, loss=loss.value, lr=lr, device=device.value, model=model,
-            progress=progress, center=center,
+            batch=batch, data=data.value, loss=None if loss is None else loss.value, lr=lr,
+            device=device.value, model=model, progress=progress, center=center, seq=seq,
+            dtype=None if dtype is None else dtype.value,
         )
     console = Console()
     if not console.is_terminal:

@@ -230,14 +230,16 @@ def test_transformer_is_measured_and_judged_without_predictions():
     report = verify(spec, "mup", "adam", widths=[32, 64, 128], seeds=3, steps=2, lr=1e-3, loss="ce",
                     device="cpu")
     assert report.scaling is not None and report.scaling.loss == "local" and "chains" in report.notes[0]
+    assert "No prediction for this architecture" in report.notes[0] and not report.lr_auto
     checked = {(c.kind, c.quantity, c.subject) for c in report.checks}
     assert ("target", "update_norm", "blocks.0.attn.q.weight") in checked
     # Per-tensor predictions only: the init norms, exact at any width (Rudelson & Vershynin).
     assert ("agreement", "spectral_norm", "wte.weight") in checked
     assert {q for kind, q, _ in checked if kind == "agreement"} == {"spectral_norm"}
     assert all(c.passed for c in report.checks if c.kind == "agreement")
-    with pytest.raises(SpecError, match="--lr"):
-        verify(spec, "mup", "adam", widths=[32, 64], seeds=1)
+    # Without --lr, the learning rate is calibrated by probe steps (no calculus for a transformer).
+    auto = verify(spec, "mup", "adam", widths=[32, 64], seeds=1, steps=1, device="cpu")
+    assert auto.lr_auto and auto.calibration is not None and "probe" in auto.lr_source
 
 
 def test_bad_input():

@@ -7,6 +7,17 @@ per output for the mean squared error (the paper's Fig. 2 trains on ``+-1`` targ
 classes for cross-entropy. A batch is drawn once per seed and reused at every step (full-batch
 gradient descent, as in Fig. 2) and at every width, so widths differ only in the model.
 
+Sequence models (a transformer reads token ids ``(B, T)``) get synthetic sequences of uniform token
+ids; with cross-entropy, when the model's output is the vocabulary, the targets are the next
+tokens (``x = s[:, :T]``, ``y = s[:, 1:]`` of one draw ``s`` of ``T + 1`` ids): a language model's
+loss. Uniform ids make next-token prediction unlearnable, which does not matter for a few steps:
+what is measured is how the first updates scale. With the output centered (``f - f_0``, see
+:class:`~paramcalc.verify.measure.RunSettings`) the logits are 0 at init at every width, so the
+first step's loss gradient at the output is exactly ``(1/V - e_y) / (B T)`` per position, the same
+at every width, as the centering makes it for the MSE of a chain. (MSE on all ``V`` centered logits
+would be width-independent too, but its gradient is a dense random sign pattern over the whole
+vocabulary, where cross-entropy's lies on the few target tokens, as in real training.)
+
 ``digits`` is scikit-learn's 8x8 digits (1797 images, 64 features, shipped inside the package, no
 download): features standardised, rows rescaled to norm ``sqrt(64)``; one output keeps the first two
 classes with ``+-1`` targets (the paper's two-class setup); ``k`` outputs keep classes ``0..k-1``.
@@ -34,8 +45,18 @@ class Batch:
     y: torch.Tensor
     loss: str
 
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.x.to(device), self.y.to(device), self.loss)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        """On ``device``; float inputs and targets in ``dtype`` if given (token ids stay long)."""
+        x, y = self.x.to(device), self.y.to(device)
+        if dtype is not None:
+            x = x.to(dtype) if torch.is_floating_point(x) else x
+            y = y.to(dtype) if torch.is_floating_point(y) else y
+        return Batch(x, y, self.loss)
+
+    @property
+    def tokens(self) -> int:
+        """Examples the loss averages over: sequence positions count as examples."""
+        return self.y.numel() if self.loss == "ce" else self.y[..., 0].numel()
 
     def loss_value(self, output: torch.Tensor) -> torch.Tensor:
         """Mean squared error (mean over batch and outputs) or softmax cross-entropy."""
@@ -61,7 +82,8 @@ def make_batch(
     """One fixed batch for a seed; ``n_in``/``n_out`` are the model's input and output widths.
 
     ``seq`` asks for sequences of token ids ``(B, seq)`` (a transformer's input) instead of one
-    input per example; targets then have a ``seq`` axis too.
+    input per example; targets then have a ``seq`` axis too: the next tokens for cross-entropy when
+    ``n_in == n_out`` (a language model), uniform classes otherwise.
     """
     if data not in DATASETS:
         raise SpecError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
@@ -79,8 +101,12 @@ def make_batch(
     if seq is not None:
         if data != "synthetic" or not sparse:
             raise SpecError([Problem("--data", "sequence models take synthetic token ids")], source=source)
-        x = torch.randint(n_in, shape, generator=g)
-        labels = torch.randint(max(n_out, 2), shape, generator=g)
+        tokens = torch.randint(n_in, (batch, seq + 1), generator=g)
+        x = tokens[:, :-1]
+        if n_in == n_out:
+            labels = tokens[:, 1:]
+        else:
+            labels = torch.randint(max(n_out, 2), shape, generator=g)
     elif data == "digits":
         x, labels = _digits(n_in, n_out, batch, sparse, g, source)
     else:

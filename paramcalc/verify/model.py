@@ -9,6 +9,12 @@ executed in a fresh namespace: ``init_parameters``, ``apply_multipliers``, ``par
 verify run is also an end-to-end test of emission. Until a torch emitter is registered, the same
 numbers are applied directly from the derivation folded to multiplier 1 (the abc-symmetry: the
 same training dynamics, exactly for SGD).
+
+Attention-logit scales are part of the parametrization too (``Derivation.constants``: ``1/d_head``
+under spectral, ``sqrt(d_head_base)/d_head`` under muP, TP5 Definition 4.1): each attention layer's
+module gets the emitted ``attention_scales(widths)`` as its ``scale`` attribute, which
+:class:`paramcalc.models.Attention` multiplies its logits by. A factory's attention module without
+a ``scale`` attribute keeps its own scale, and the report says so.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,7 +35,7 @@ from paramcalc.errors import Problem, SpecError
 from paramcalc.symbolic import numeric
 
 __all__ = ["Parametrized", "apply_parametrization", "build", "emitted_namespace", "load_factory",
-           "memory_needed"]
+           "memory_needed", "set_scales"]
 
 
 def load_factory(text: str) -> Callable[[dict[str, int]], nn.Module]:
@@ -128,6 +134,11 @@ class Parametrized:
     optimizer: torch.optim.Optimizer
     multipliers: dict[str, float]
     emitted: bool
+    #: Forward multiplier of each tied use (``Derivation.tied``), keyed by the using layer: it
+    #: computes with ``tied[layer] * W`` of the owner's stored tensor.
+    tied: dict[str, float] = field(default_factory=dict)
+    #: Attention layers whose module has no ``scale`` attribute to set (a factory's own attention).
+    unscaled: list[str] = field(default_factory=list)
 
 
 def apply_parametrization(
@@ -151,16 +162,39 @@ def apply_parametrization(
             groups = namespace["param_groups"](model, lr, widths)
         except ValueError as exc:  # the emitted code names what does not match the spec
             raise SpecError([Problem("model", str(exc))], source=derivation.spec.source) from None
+        scales = namespace["attention_scales"](widths)
+        tied = {layer: v["multiplier"] for layer, v in derivation.evaluate_tied(widths).items()}
     else:
         groups = _direct(derivation, model, widths, lr)
         multipliers = dict.fromkeys(multipliers, 1.0)
+        scales = derivation.evaluate_constants(widths)
+        tied = dict.fromkeys(derivation.tied, 1.0)  # the direct path applies no forward multiplier
+    unscaled = set_scales(model, scales)
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr)
     elif optimizer == "adam":
         opt = torch.optim.Adam(groups, lr=lr, eps=adam_eps)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
-    return Parametrized(model, opt, multipliers, namespace is not None)
+    return Parametrized(model, opt, multipliers, namespace is not None, tied, unscaled)
+
+
+def set_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
+    """Set each attention layer's ``scale`` from ``{"<layer>.scale": value}``; return the layers whose
+    module has no ``scale`` attribute (left as they are)."""
+    unscaled = []
+    for key, value in scales.items():
+        layer = key.removesuffix(".scale")
+        try:
+            module = model.get_submodule(layer)
+        except AttributeError:
+            unscaled.append(layer)
+            continue
+        if isinstance(getattr(module, "scale", None), (int, float)):
+            module.scale = float(value)
+        else:
+            unscaled.append(layer)
+    return unscaled
 
 
 def _direct(

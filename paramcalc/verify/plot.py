@@ -1,11 +1,13 @@
 """``--plot``: a figure in the style of the paper's Figure 2, written atomically.
 
 One panel per quantity, width on a log axis: (A) relative feature change (Eq. 23), (B) relative
-change of the weights in spectral norm, (C) final-layer alignment (Eq. 24), (D) relative change in
-Frobenius norm, then RMS(dh) and ||dW||_*. Each line is a layer or tensor, the mean over seeds with
-one standard deviation shaded; the dashed line beside it is the calculus' prediction at the same
-widths, scaled through the measurements' geometric mean (the calculus predicts how things scale,
-not their constants), labelled with its slope.
+change of the weights in spectral norm, (C) final-layer alignment (Eq. 24; for a model with
+attention, the change of its attention logits instead), (D) relative change in Frobenius norm, then
+RMS(dh) and ||dW||_*. Each line is a layer or tensor, the mean over seeds with one standard
+deviation shaded; the dashed line beside it is the calculus' prediction at the same widths, scaled
+through the measurements' geometric mean (the calculus predicts how things scale, not their
+constants), labelled with its slope. A panel with more than :data:`LEGEND_LIMIT` lines has no
+legend.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from paramcalc.derive.calculus import QUANTITIES
 from paramcalc.errors import Problem, SpecError
 from paramcalc.verify.run import Report
 
-__all__ = ["PANELS", "plot_report"]
+__all__ = ["LEGEND_LIMIT", "PANELS", "plot_report"]
+
+#: Most lines a panel labels in its legend.
+LEGEND_LIMIT = 16
 
 #: Quantities drawn, in order, with the paper's panel letters where Figure 2 has one.
 PANELS = (
@@ -49,7 +54,10 @@ def plot_report(report: Report, path: str | os.PathLike[str], *, subjects: list[
     xs = [float(v) for v in report.lead_values]
     final = max((st for _, _, st in report.slopes), default=0)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True)
-    for ax, (quantity, letter) in zip(axes.flat, PANELS):
+    panels = list(PANELS)
+    if any(q == "rms_dlogits" for q, _, _ in report.slopes):
+        panels[2] = ("rms_dlogits", "")
+    for ax, (quantity, letter) in zip(axes.flat, panels):
         info = QUANTITIES[quantity]
         step = 0 if info.step == "init" else final
         keys = sorted(s for q, s, st in report.slopes if q == quantity and st == step)
@@ -78,8 +86,9 @@ def plot_report(report: Report, path: str | os.PathLike[str], *, subjects: list[
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(f"width {report.lead}")
-        ax.set_title(f"{letter + '. ' if letter else ''}{info.title} ({info.reference})", fontsize=10)
-        if ax.lines:
+        count = f", {len(keys)} lines" if len(keys) > LEGEND_LIMIT else ""
+        ax.set_title(f"{letter + '. ' if letter else ''}{info.title} ({info.reference}{count})", fontsize=10)
+        if ax.lines and len(keys) <= LEGEND_LIMIT:
             ax.legend(fontsize=7)
     verdict = "PASS" if report.passed else "FAIL"
     fig.suptitle(f"{report.spec.name}: {report.parametrization}, {report.optimizer} - {verdict} "

@@ -2,8 +2,10 @@
 
 One row per layer or tensor and quantity: the measured log-log slope across widths (mean over
 seeds +- standard error), the calculus' slope at these widths and its Theta-exponent, the exponent
-Desideratum 1 or Condition 1 asks for, and the verdict. ``ok*`` marks a target met after the
-finite-width correction the notes explain.
+Desideratum 1 or Condition 1 asks for (``<= 0``: judged from above only), and the verdict. ``ok*``
+marks a target met after the finite-width correction the notes explain; ``excluded`` a tensor
+without a gradient. Below the table: the verdict, how the learning rate was chosen, the notes and
+the excluded tensors with their reason.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ def _slope(value: float, stderr: float | None = None) -> str:
 
 def report_table(report: Report) -> Table:
     """The per-quantity table of a report."""
-    lo, hi = report.lead_values[0], report.lead_values[-1]
+    lo, hi = (report.lead_values[0], report.lead_values[-1]) if report.widths else ("-", "-")
     lr = f"{report.lr:.3g}{' (auto)' if report.lr_auto else ''}"
+    batch = f"batch {report.batch}" + (f" x {report.seq} tokens" if report.seq else "")
     table = Table(
         title=f"paramcalc verify {report.spec.name}: {report.parametrization} ({report.form}), "
         f"{report.optimizer}; {report.lead} = {lo}..{hi}",
-        caption=f"{len(report.seeds)} seed(s), {report.steps} step(s), batch {report.batch}, "
+        caption=f"{len(report.seeds)} seed(s), {report.steps} step(s), {batch}, "
         f"{report.data} data, {report.loss}{' (centered output)' if report.centered else ''}, lr {lr}, "
-        f"{report.device}. Slopes of log(quantity) against log({report.lead}); update quantities "
-        "after the last step, predictions after the first.",
+        f"{report.device}, {report.dtype}. Slopes of log(quantity) against log({report.lead}); update "
+        "quantities after the last step, predictions after the first.",
         title_justify="left",
     )
     table.add_column("layer / tensor", style="bold", no_wrap=True)
@@ -68,15 +71,19 @@ def report_table(report: Report) -> Table:
         exponent = None
         if report.scaling is not None and (quantity, subject) in report.scaling:
             exponent = report.scaling.exponent(quantity, subject)
-        target = next((c.target for c in checks if c.kind == "target"), None)
+        target_check = next((c for c in checks if c.kind == "target"), None)
+        target = "-" if target_check is None else str(target_check.target)
+        if target_check is not None and target_check.upper:
+            target = f"<= {target}"
+        excluded = subject in report.excluded and info is not None and info.step == "update"
         table.add_row(
             subject if subject != previous else "",
             info.title if info else quantity,
             _slope(slope.value, slope.stderr),
             _slope(pred),
             "-" if exponent is None else str(exponent),
-            "-" if target is None else str(target),
-            _verdict(checks),
+            target,
+            Text("excluded: no gradient", style="dim") if excluded else _verdict(checks),
         )
         previous = subject
     return table
@@ -105,7 +112,7 @@ def _verdict(checks: list[Check]) -> Text:
     parts = []
     if failed_target:
         c = failed_target[0]
-        gap = (c.measured.value - (c.offset if abs(c.offset) > 0.05 else 0.0)) - float(c.target or 0)
+        gap = c.corrected - float(c.target or 0)
         parts.append(Text(f"FAIL {'too large' if gap > 0 else 'too small'} n^{gap:+.2f}", style="bold red"))
     if failed_agree:
         parts.append(Text("DISAGREES with prediction", style="bold magenta"))
@@ -121,7 +128,13 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console.print(report_table(report))
     style = "bold green" if report.passed else "bold red"
     console.print(Text(report.summary, style=style))
+    console.print(Text(f"* Learning rate {report.lr:.3g}: {report.lr_source}.", style="dim"))
     for note in report.notes:
         console.print(Text(f"* {note}", style="dim"))
+    by_reason: dict[str, list[str]] = {}
+    for tensor, reason in report.excluded.items():
+        by_reason.setdefault(reason, []).append(tensor)
+    for reason, tensors in by_reason.items():
+        console.print(Text(f"* {', '.join(tensors)}: {reason}.", style="dim"))
     for line in report.skipped:
         console.print(Text(f"skipped: {line}", style="yellow"))
