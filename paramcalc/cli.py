@@ -49,6 +49,12 @@ class Emit(str, Enum):
     jax = "jax"
 
 
+class Rows(str, Enum):
+    auto = "auto"
+    all = "all"
+    failing = "failing"
+
+
 class TableFormat(str, Enum):
     markdown = "markdown"
     latex = "latex"
@@ -322,6 +328,11 @@ def verify(
         Path | None,
         typer.Option("--plot", help="Draw the slopes, Figure 2 style, to FILE (.png, .pdf, .svg)."),
     ] = None,
+    rows: Annotated[
+        Rows,
+        typer.Option("--rows", help="Table rows: all, only failing, or auto (all up to 80 rows, else "
+                     "the failing ones; --json always has everything)."),
+    ] = Rows.auto,
 ) -> None:
     """Train across widths; check Desideratum 1 and Condition 1, and the calculus' predictions.
 
@@ -360,7 +371,7 @@ def verify(
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
-    print_report(report, console)
+    print_report(report, console, rows.value)
     if json_out is not None:
         write_output(json.dumps(report.to_json(), indent=1) + "\n", json_out)
     if plot is not None:

@@ -48,6 +48,11 @@ def test_ntp_fails_and_names_the_layers(write_spec, tmp_path):
     checks = json.loads((tmp_path / "n.json").read_text())["checks"]
     failed = {c["subject"] for c in checks if not c["passed"]}
     assert {"fc1", "fc2", "head.weight"} <= failed
+    # --rows failing shows exactly the failing rows; the rest is counted below the table
+    short = run(str(spec), "--param", "ntp", *FAST, "--rows", "failing")
+    assert short.exit_code == 1
+    assert "passing rows not shown" in short.stdout
+    assert "fc2.weight" in short.stdout and "RMS(h) " not in short.stdout
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,12 @@ from paramcalc.derive.calculus import QUANTITIES
 from paramcalc.verify.judge import Check
 from paramcalc.verify.run import Report
 
-__all__ = ["print_report", "report_table"]
+__all__ = ["ROWS", "print_report", "report_table"]
+
+#: Which rows the table shows: ``all``; ``failing`` (failed or disagreeing checks only); ``auto``:
+#: all for a table of at most :data:`AUTO_ROWS` rows, else the failing ones (a GPT has ~1000).
+ROWS = ("auto", "all", "failing")
+AUTO_ROWS = 80
 
 
 def _slope(value: float, stderr: float | None = None) -> str:
@@ -31,8 +36,8 @@ def _slope(value: float, stderr: float | None = None) -> str:
     return f"{value:+.2f} ± {stderr:.2f}"
 
 
-def report_table(report: Report) -> Table:
-    """The per-quantity table of a report."""
+def report_table(report: Report, rows: str = "all") -> Table:
+    """The per-quantity table of a report; ``rows`` is one of :data:`ROWS`."""
     lo, hi = (report.lead_values[0], report.lead_values[-1]) if report.widths else ("-", "-")
     lr = f"{report.lr:.3g}{' (auto)' if report.lr_auto else ''}"
     batch = f"batch {report.batch}" + (f" x {report.seq} tokens" if report.seq else "")
@@ -56,10 +61,12 @@ def report_table(report: Report) -> Table:
     for check in report.checks:
         by_key.setdefault((check.subject, check.quantity), []).append(check)
     final = max((st for _, _, st in report.slopes), default=0)
-    rows = sorted({(s, q) for q, s, _ in report.slopes},
+    keys = sorted({(s, q) for q, s, _ in report.slopes},
                   key=lambda k: (*_subject_order(report, k[0]), _q(k[1])))
+    if rows == "failing" or (rows == "auto" and len(keys) > AUTO_ROWS):
+        keys = [k for k in keys if any(not c.passed for c in by_key.get(k, []))]
     previous = None
-    for subject, quantity in rows:
+    for subject, quantity in keys:
         info = QUANTITIES.get(quantity)
         step = 0 if info is not None and info.step == "init" else final
         slope = report.slopes.get((quantity, subject, step))
@@ -122,10 +129,15 @@ def _verdict(checks: list[Check]) -> Text:
     return Text("ok*" if corrected else "ok", style="green")
 
 
-def print_report(report: Report, console: Console | None = None) -> None:
+def print_report(report: Report, console: Console | None = None, rows: str = "auto") -> None:
     """The table, then the summary, notes, findings and skipped widths."""
     console = console or Console()
-    console.print(report_table(report))
+    table = report_table(report, rows)
+    console.print(table)
+    shown, total = table.row_count, len({(s, q) for q, s, _ in report.slopes})
+    if shown < total:
+        console.print(Text(f"({total - shown} passing rows not shown: --rows all shows every row.)",
+                           style="dim"))
     style = "bold green" if report.passed else "bold red"
     console.print(Text(report.summary, style=style))
     console.print(Text(f"* Learning rate {report.lr:.3g}: {report.lr_source}.", style="dim"))
