@@ -23,6 +23,34 @@ def mlp_dict(**overrides):
     return spec
 
 
+def small_gpt(
+    name: str, *, vocab: int, ctx: int, d_model_base: int, heads_base: int, d_head: int,
+    n_layers: int, embedding_gain: float | None = None,
+) -> dict:
+    """``examples/gpt.yaml``'s structure at a size tests can train: width grows through
+    ``d_model`` and the number of heads; the readout is tied to the token embedding."""
+    gain = {} if embedding_gain is None else {"gain": embedding_gain}
+    return {
+        "name": name,
+        "widths": {"vocab": vocab, "ctx": ctx, "d_model": {"base": d_model_base},
+                   "n_heads": {"base": heads_base}, "d_head": d_head, "n_layers": n_layers},
+        "activation": "gelu",
+        "layers": [
+            {"name": "wte", "kind": "embedding", "vocab": "vocab", "dim": "d_model", **gain},
+            {"name": "wpe", "kind": "embedding", "vocab": "ctx", "dim": "d_model", **gain},
+            {"name": "blocks", "repeat": "n_layers", "layers": [
+                {"name": "ln_1", "kind": "layernorm", "dim": "d_model"},
+                {"name": "attn", "kind": "attention", "d_model": "d_model", "n_heads": "n_heads",
+                 "d_head": "d_head", "bias": True},
+                {"name": "ln_2", "kind": "layernorm", "dim": "d_model"},
+                {"name": "mlp", "kind": "mlp", "d_model": "d_model", "expansion": 4, "bias": True},
+            ]},
+            {"name": "ln_f", "kind": "layernorm", "dim": "d_model"},
+            {"name": "lm_head", "fan_in": "d_model", "fan_out": "vocab", "tie": "wte"},
+        ],
+    }
+
+
 @pytest.fixture
 def write_spec(tmp_path):
     def write(text: str | bytes, name: str = "spec.yaml") -> Path:

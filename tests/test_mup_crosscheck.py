@@ -36,6 +36,7 @@ from torch import nn  # noqa: E402
 
 import paramcalc  # noqa: E402
 from paramcalc.models import build_model, set_attention_scales  # noqa: E402
+from tests.conftest import small_gpt  # noqa: E402
 
 MULTIPLIERS = (1, 2, 4)
 POWER = {"sgd": 2, "adam": 1}  # abc-symmetry exponent of the learning rate
@@ -265,25 +266,8 @@ def test_mlp_one_step_matches_mup(optimizer):
 
 # The GPT ------------------------------------------------------------------------------------------
 VOCAB, CTX, D_MODEL_BASE, HEADS_BASE, D_HEAD, N_LAYERS = 64, 16, 32, 2, 16, 2
-GPT_SPEC = {
-    "name": "gpt-mup",
-    "widths": {"vocab": VOCAB, "ctx": CTX, "d_model": {"base": D_MODEL_BASE},
-               "n_heads": {"base": HEADS_BASE}, "d_head": D_HEAD, "n_layers": N_LAYERS},
-    "activation": "gelu",
-    "layers": [  # examples/gpt.yaml, smaller
-        {"name": "wte", "kind": "embedding", "vocab": "vocab", "dim": "d_model"},
-        {"name": "wpe", "kind": "embedding", "vocab": "ctx", "dim": "d_model"},
-        {"name": "blocks", "repeat": "n_layers", "layers": [
-            {"name": "ln_1", "kind": "layernorm", "dim": "d_model"},
-            {"name": "attn", "kind": "attention", "d_model": "d_model", "n_heads": "n_heads",
-             "d_head": "d_head", "bias": True},
-            {"name": "ln_2", "kind": "layernorm", "dim": "d_model"},
-            {"name": "mlp", "kind": "mlp", "d_model": "d_model", "expansion": 4, "bias": True},
-        ]},
-        {"name": "ln_f", "kind": "layernorm", "dim": "d_model"},
-        {"name": "lm_head", "fan_in": "d_model", "fan_out": "vocab", "tie": "wte"},
-    ],
-}
+GPT_SPEC = small_gpt("gpt-mup", vocab=VOCAB, ctx=CTX, d_model_base=D_MODEL_BASE,
+                     heads_base=HEADS_BASE, d_head=D_HEAD, n_layers=N_LAYERS)
 
 
 def gpt_widths(m: int) -> dict[str, int]:

@@ -27,28 +27,12 @@ from paramcalc.verify.model import apply_parametrization, build  # noqa: E402
 from paramcalc.verify.probe import ZERO_GRADIENT, calibrate_lr, zero_gradient  # noqa: E402
 from paramcalc.verify.report import report_table  # noqa: E402
 from paramcalc.verify.run import AUTO_FEATURE_CHANGE  # noqa: E402
+from tests.conftest import small_gpt  # noqa: E402
 
 WIDTHS = [32, 64, 128]
 
-TINY_GPT = {
-    "name": "tiny-gpt",
-    "widths": {"vocab": 64, "ctx": 8, "d_model": {"base": 32}, "n_heads": {"base": 2}, "d_head": 16,
-               "n_layers": 2},
-    "activation": "gelu",
-    "layers": [
-        {"name": "wte", "kind": "embedding", "vocab": "vocab", "dim": "d_model", "gain": 0.02},
-        {"name": "wpe", "kind": "embedding", "vocab": "ctx", "dim": "d_model", "gain": 0.02},
-        {"name": "blocks", "repeat": "n_layers", "layers": [
-            {"name": "ln_1", "kind": "layernorm", "dim": "d_model"},
-            {"name": "attn", "kind": "attention", "d_model": "d_model", "n_heads": "n_heads",
-             "d_head": "d_head", "bias": True},
-            {"name": "ln_2", "kind": "layernorm", "dim": "d_model"},
-            {"name": "mlp", "kind": "mlp", "d_model": "d_model", "expansion": 4, "bias": True},
-        ]},
-        {"name": "ln_f", "kind": "layernorm", "dim": "d_model"},
-        {"name": "lm_head", "fan_in": "d_model", "fan_out": "vocab", "tie": "wte"},
-    ],
-}
+TINY_GPT = small_gpt("tiny-gpt", vocab=64, ctx=8, d_model_base=32, heads_base=2, d_head=16,
+                     n_layers=2, embedding_gain=0.02)
 KEY_BIASES = {"blocks.0.attn.k.bias", "blocks.1.attn.k.bias"}
 
 
