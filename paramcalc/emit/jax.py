@@ -21,13 +21,12 @@ import sympy
 from paramcalc.derive import Derivation
 from paramcalc.emit.python import (
     WidthCode,
-    comment,
+    constant_entries,
     expression_comment,
     header,
     literal,
     number,
-    numbers_at,
-    shape_at,
+    tensor_entry,
     width_defaults,
 )
 from paramcalc.emit.templating import render
@@ -94,34 +93,13 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
     tensors = []
     by_layer: dict[str, list[dict[str, str]]] = {}
     for name, p in d.items():
-        v = values[name]
         layer, leaf = where[name]
-        shape = _flax_shape(p.tensor)
-        tensors.append({
-            "name": literal(name),
-            "layer": literal(layer),
-            "leaf": literal(leaf),
-            "comment": comment(f"{name}: ") + expression_comment(
-                init_std=p.init_std, lr=p.lr, multiplier=p.multiplier
-            ),
-            "table": "{"
-            + ", ".join([
-                f"'shape': {shape_at(d, shape, at)!r}",
-                f"'init_mean': {number(numbers_at(d, p.init_mean, at))}",
-                *(f"'{q}': {number(v[q])}" for q in ("init_std", "lr", "multiplier")),
-            ])
-            + "}",
-            "shape": ", ".join(code(s) for s in shape),
-            "init_mean": code(p.init_mean),
-            "init_std": code(p.init_std),
-            "lr": code(p.lr),
-            "multiplier": code(p.multiplier),
-        })
+        entry = tensor_entry(d, name, _flax_shape(p.tensor), values[name], at, code)
+        tensors.append({**entry, "layer": literal(layer), "leaf": literal(leaf)})
         by_layer.setdefault(layer, []).append(
-            {"name": literal(leaf), "value": number(v["multiplier"])}
+            {"name": literal(leaf), "value": number(values[name]["multiplier"])}
         )
     tied_values = d.evaluate_tied(at)
-    constants = d.evaluate_constants(at)
     return {
         "h": header(d, "jax"),
         "optax_name": optax_name,
@@ -139,15 +117,7 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
             }
             for layer, ts in d.tied.items()
         ],
-        "constants": [
-            {
-                "name": literal(name),
-                "value": number(constants[name]),
-                "comment": expression_comment(scale=expr),
-                "code": code(expr),
-            }
-            for name, expr in d.constants.items()
-        ],
+        "constants": constant_entries(d, at, code),
     }
 
 

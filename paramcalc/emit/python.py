@@ -23,12 +23,14 @@ from paramcalc.emit.printing import python_code, text
 __all__ = [
     "WidthCode",
     "comment",
+    "constant_entries",
     "expression_comment",
     "header",
     "literal",
     "number",
     "numbers_at",
     "shape_at",
+    "tensor_entry",
     "width_defaults",
 ]
 
@@ -142,3 +144,43 @@ def width_defaults(d: Derivation, widths: Mapping[str, int]) -> list[dict[str, A
 def expression_comment(**exprs: sympy.Expr) -> str:
     """``init_std 1/sqrt(d), lr d/256``: the expressions of one tensor, for a trailing comment."""
     return comment(", ".join(f"{k} {text(v)}" for k, v in exprs.items()))
+
+
+def tensor_entry(
+    d: Derivation, name: str, shape: tuple[sympy.Expr, ...], values: Mapping[str, float],
+    widths: Mapping[str, int], code: WidthCode,
+) -> dict[str, str]:
+    """One tensor's strings for a template: its comment, its row of numbers at ``widths`` and the
+    code of each quantity over ``w`` (``shape`` in the target's own layout)."""
+    p = d[name]
+    return {
+        "name": literal(name),
+        "comment": comment(f"{name}: ")
+        + expression_comment(init_std=p.init_std, lr=p.lr, multiplier=p.multiplier),
+        "table": "{"
+        + ", ".join([
+            f"'shape': {shape_at(d, shape, widths)!r}",
+            f"'init_mean': {number(numbers_at(d, p.init_mean, widths))}",
+            *(f"'{q}': {number(values[q])}" for q in ("init_std", "lr", "multiplier")),
+        ])
+        + "}",
+        "shape": ", ".join(code(s) for s in shape),
+        "init_mean": code(p.init_mean),
+        "init_std": code(p.init_std),
+        "lr": code(p.lr),
+        "multiplier": code(p.multiplier),
+    }
+
+
+def constant_entries(d: Derivation, widths: Mapping[str, int], code: WidthCode) -> list[dict[str, str]]:
+    """The derivation's constants (attention-logit scales) for a template."""
+    values = d.evaluate_constants(widths)
+    return [
+        {
+            "name": literal(name),
+            "value": number(values[name]),
+            "comment": expression_comment(scale=expr),
+            "code": code(expr),
+        }
+        for name, expr in d.constants.items()
+    ]

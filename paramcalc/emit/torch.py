@@ -18,13 +18,10 @@ from typing import Any
 from paramcalc.derive import Derivation
 from paramcalc.emit.python import (
     WidthCode,
-    comment,
-    expression_comment,
+    constant_entries,
     header,
     literal,
-    number,
-    numbers_at,
-    shape_at,
+    tensor_entry,
     width_defaults,
 )
 from paramcalc.emit.templating import render
@@ -63,28 +60,7 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
     code = WidthCode.for_derivation(d)
     at = d.resolve_widths(widths)
     values = d.evaluate(at)
-    tensors = []
-    for name, p in d.items():
-        v = values[name]
-        tensors.append({
-            "name": literal(name),
-            "comment": comment(f"{name}: ") + expression_comment(
-                init_std=p.init_std, lr=p.lr, multiplier=p.multiplier
-            ),
-            "table": "{"
-            + ", ".join([
-                f"'shape': {shape_at(d, p.tensor.shape, at)!r}",
-                f"'init_mean': {number(numbers_at(d, p.init_mean, at))}",
-                *(f"'{q}': {number(v[q])}" for q in ("init_std", "lr", "multiplier")),
-            ])
-            + "}",
-            "shape": ", ".join(code(s) for s in p.tensor.shape),
-            "init_mean": code(p.init_mean),
-            "init_std": code(p.init_std),
-            "lr": code(p.lr),
-            "multiplier": code(p.multiplier),
-        })
-    constants = d.evaluate_constants(at)
+    tensors = [tensor_entry(d, name, p.tensor.shape, values[name], at, code) for name, p in d.items()]
     return {
         "h": header(d, "torch"),
         "torch_optimizer": TORCH_OPTIMIZERS.get(d.optimizer.name, "SGD"),
@@ -99,15 +75,7 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
             }
             for layer, (w_mult, b_mult) in layer_multiplier_exprs(d).items()
         ],
-        "constants": [
-            {
-                "name": literal(name),
-                "value": number(constants[name]),
-                "comment": expression_comment(scale=expr),
-                "code": code(expr),
-            }
-            for name, expr in d.constants.items()
-        ],
+        "constants": constant_entries(d, at, code),
     }
 
 
