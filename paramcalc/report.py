@@ -49,8 +49,9 @@ def print_derivation(
             console = Console(width=160)
         console.print(table)
     else:
-        from paramcalc.cli import write_output
+        from paramcalc.files import write_atomically
 
         console = Console(record=True, width=160, file=io.StringIO())
         console.print(table)
-        write_output(console.export_text(), output)
+        text_out = console.export_text()
+        write_atomically(output, lambda tmp: Path(tmp).write_text(text_out, encoding="utf-8"))
