@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import paramcalc
-from paramcalc.derive.calculus import sweep
+from paramcalc.engine.calculus import sweep
 from paramcalc.verify import measure as measure_module
 from paramcalc.verify import verify
 from paramcalc.verify.data import make_batch

@@ -13,7 +13,7 @@ B. relative change of ``W_2`` in spectral norm, ``||W_2 - W_2^0||_* / ||W_2^0||_
 C. final-layer alignment ``E_x ||W_3 h'_2(x)|| / (||W_3||_* ||h'_2(x)||)`` (Eq. 24);
 D. relative change of ``W_2`` in Frobenius norm.
 
-The dashed lines' slopes are the calculus' Theta-exponents (:mod:`paramcalc.derive.calculus`):
+The dashed lines' slopes are the calculus' Theta-exponents (:mod:`paramcalc.engine.calculus`):
 muP 0, 0, 0, -1/2 and NTP -1/2, -1/2, -1/2, -1; each curve's label is its fitted slope.
 
 Two muP curves. The paper's muP (App. A: ``sigma = sqrt(2/n0), sqrt(2/d), sqrt(2)/d`` and
@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 import paramcalc
-from paramcalc.derive.calculus import scaling
+from paramcalc.engine.calculus import scaling
 from paramcalc.verify import verify
 from paramcalc.verify.plot import _save
 from paramcalc.verify.run import Report, resolve_device

@@ -6,11 +6,22 @@
     >>> d["fc1.weight"].init_std, d.evaluate({"d": 1024})              # doctest: +SKIP
 
 The rules follow Yang, Simon & Bernstein, "A Spectral Condition for Feature Learning".
+
+The public names below are loaded on first use (PEP 562): ``import paramcalc`` costs nothing, and
+the command line decides when sympy and pydantic are imported (``paramcalc --help`` never needs
+them; see :func:`paramcalc.cli.main` for why that matters to a cold ``paramcalc derive``).
 """
 
-from paramcalc.derive import Derivation, ParamScale, abc_shift, derive
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from paramcalc.errors import SpecError
-from paramcalc.spec import Spec, Tensor, load_spec
+
+if TYPE_CHECKING:
+    from paramcalc.engine import Derivation, ParamScale, abc_shift, derive
+    from paramcalc.spec import Spec, Tensor, load_spec
 
 __version__ = "0.1.0"
 
@@ -25,3 +36,25 @@ __all__ = [
     "derive",
     "load_spec",
 ]
+
+_LAZY = {
+    "Derivation": "paramcalc.engine",
+    "ParamScale": "paramcalc.engine",
+    "abc_shift": "paramcalc.engine",
+    "derive": "paramcalc.engine",
+    "Spec": "paramcalc.spec",
+    "Tensor": "paramcalc.spec",
+    "load_spec": "paramcalc.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'paramcalc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

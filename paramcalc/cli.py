@@ -7,6 +7,7 @@ path and what was expected, and exits 2 without a traceback.
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -163,10 +164,10 @@ def derive(
     form: FormOpt = None,
 ) -> None:
     """Derive init std, learning-rate factor and multiplier of every parameter tensor."""
-    from paramcalc.derive import derive as run_derive
-
     at = parse_width_assignments(widths)
     loaded = _load(spec)
+    from paramcalc.engine import derive as run_derive
+
     try:
         derivation = run_derive(loaded, param.value, optimizer.value, form=form)
     except ValueError as exc:
@@ -208,11 +209,12 @@ def table(
     ] = None,
 ) -> None:
     """Init std, learning-rate factor and multiplier of every tensor, parametrizations side by side."""
+    at = parse_width_assignments(widths)
+    loaded = _load(spec)
     from paramcalc.emit.tables import render_table
 
-    at = parse_width_assignments(widths)
     content = render_table(
-        _load(spec),
+        loaded,
         table_format.value,
         optimizers=[optimizer.value] if optimizer else None,
         parametrizations=[param.value] if param else None,
@@ -351,6 +353,8 @@ def verify(
         raise SpecError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
     values = parse_width_list(widths)
+    loaded = _load(spec)
+    _resume_collector()
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
@@ -363,7 +367,7 @@ def verify(
             bar.update(task, completed=index, total=total, description=f"training at {label}")
 
         report = run_verify(
-            _load(spec), param.value, optimizer.value, form=form, widths=values, steps=steps, seeds=seeds,
+            loaded, param.value, optimizer.value, form=form, widths=values, steps=steps, seeds=seeds,
             batch=batch, data=data.value, loss=None if loss is None else loss.value, lr=lr,
             device=device.value, model=model, progress=progress, center=center, seq=seq,
             dtype=None if dtype is None else dtype.value,
@@ -382,18 +386,48 @@ def verify(
 
 
 def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec
+    import paramcalc.engine  # noqa: F401 - every command derives what it loads
     from paramcalc.spec import load_spec
 
+    if _collector_paused:
+        gc.freeze()  # the start-up imports: see main()
     return load_spec(spec)
 
 
+_collector_paused = False
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point.
+
+    A cold ``paramcalc derive`` is mostly imports: sympy, pydantic (typer's option parsing builds
+    pydantic adapters too) and our schemas allocate about a million objects that live until exit.
+    With the cyclic garbage collector running, each of them is scanned again and again as the heap
+    grows, and once more at interpreter shutdown. So a process started here pauses the collector,
+    and once the engine is imported freezes everything that exists (``gc.freeze``: moved to a
+    generation no collection visits, shutdown's included). ``derive`` and ``table`` then finish
+    with the collector paused: they are short, and what they allocate is freed by reference
+    counting. ``verify``, which trains for minutes, resumes it. Together that is about a fifth of a
+    cold ``paramcalc derive`` (``benchmarks/derive_speed.py``). The library, and the CLI run
+    in-process (tests, ``CliRunner``), leave the collector alone.
+    """
+    global _collector_paused
+    if gc.isenabled():
+        gc.disable()
+        _collector_paused = True
     try:
         app()
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+
+
+def _resume_collector() -> None:
+    """For long-running commands: undo main()'s pause once the start-up imports are frozen."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.enable()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paramcalc.derive.derivation import resolve_widths
+from paramcalc.engine.derivation import resolve_widths
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Layer, Spec, load_spec
 from paramcalc.spec.schema import RepeatBlock

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from paramcalc.derive import QUANTITIES, Derivation
 from paramcalc.emit.printing import exponent_text, text
+from paramcalc.engine import QUANTITIES, Derivation
 
 __all__ = ["print_derivation"]
 

@@ -15,7 +15,7 @@ import sympy
 from sympy import Rational as R
 
 import paramcalc
-from paramcalc.derive.calculus import (
+from paramcalc.engine.calculus import (
     ETA,
     QUANTITIES,
     NotAChain,

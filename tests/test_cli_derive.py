@@ -8,10 +8,13 @@ import sys
 
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import paramcalc
 from paramcalc.cli import app
+from paramcalc.emit.json import dumps
 from tests.conftest import EXAMPLES
 
 runner = CliRunner()
@@ -128,3 +131,27 @@ def test_output_file_gets_normal_permissions(tmp_path):
     out.chmod(0o640)  # an existing file keeps its mode
     assert run("derive", MLP, "-e", "json", "-o", str(out)).exit_code == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+_json_data = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(st.text(max_size=8), _json_data, max_size=4))
+def test_json_layout_round_trips(data):
+    """One key per line down to depth 2, the C encoder's compact text below; shared leaves are
+    written once and reused, and the result parses back to the same data."""
+    shared = {"init_std": "1/sqrt(d)", "lr": "1"}
+    data = {**data, "params": {"a": shared, "b": shared, "é\"x": {"k": [1, 2.5]}}}
+    text = dumps(data)
+    assert json.loads(text) == data
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert '  "params": {' in lines
+    assert f'    "a": {json.dumps(shared)},' in lines and f'    "b": {json.dumps(shared)},' in lines
+    assert '    "\\u00e9\\"x": {"k": [1, 2.5]}' in lines  # escaped as json.dumps escapes

@@ -25,9 +25,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import paramcalc  # noqa: E402
-from paramcalc.derive.derivation import resolve_widths  # noqa: E402
 from paramcalc.emit import emit  # noqa: E402
 from paramcalc.emit.tables import render_table  # noqa: E402
+from paramcalc.engine.derivation import resolve_widths  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 
 PARAMS = ("spectral", "mup", "ntp", "sp")

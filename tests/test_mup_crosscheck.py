@@ -395,7 +395,7 @@ def test_gpt_tied_embedding_differs_on_purpose(gpt_measured):
     *embedding* by ``sqrt(m)``: its init grows like ``sqrt(d_model)`` (TP5 asks Theta(1) for input
     weights), and the readout use gets ``sqrt(m) / m = 1/sqrt(m)`` instead of Table 3's ``1/m``.
     paramcalc keeps the embedding's own init (``N(0, 1)``, Theta(1)) and gives the readout use the
-    forward multiplier ``1/m`` (:mod:`paramcalc.derive.ties`), so that use's effective init is
+    forward multiplier ``1/m`` (:mod:`paramcalc.engine.ties`), so that use's effective init is
     ``1/m``: the Theta-exponent of an untied muP readout (``init_exponent_gap == 0``). Both give
     the readout use the same multiplier and effective lr (checked above); only the init differs.
     """

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import paramcalc
-from paramcalc.derive.optimizers import OPTIMIZERS
+from paramcalc.engine.optimizers import OPTIMIZERS
 from paramcalc.symbolic import theta_exponent, width_symbol
 
 # A width is fixed (an integer) or a positive multiple of the one scaling width d.

@@ -12,7 +12,7 @@ from sympy import Rational as R
 from sympy import sqrt
 
 import paramcalc
-from paramcalc.derive.rules.spectral import min_one
+from paramcalc.engine.rules.spectral import min_one
 from paramcalc.symbolic import width_symbol
 
 n0, d, n_out, vocab = (width_symbol(s) for s in ("n0", "d", "n_out", "vocab"))
@@ -115,7 +115,7 @@ def test_table(param, opt, name, role, std, lr):
 def test_every_role_and_parametrization_covered():
     roles = {role for _, _, _, role, _, _ in CASES}
     assert roles == {"input", "hidden", "output", "fixed"}
-    from paramcalc.derive import RULES
+    from paramcalc.engine import RULES
 
     assert {c[0] for c in CASES} == set(RULES)
 

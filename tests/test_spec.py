@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 import sympy
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import paramcalc
 from paramcalc import SpecError, load_spec
+from paramcalc.spec.load import parse_yaml
 from paramcalc.symbolic import width_symbol
 from tests.conftest import EXAMPLES, mlp_dict
 
@@ -216,3 +220,58 @@ def test_several_problems_reported_at_once():
 
 def test_spec_error_is_value_error():
     assert issubclass(paramcalc.SpecError, ValueError)
+
+
+# The loader builds plain mappings, sequences and strings itself (the rest through PyYAML's own
+# constructor): it must give exactly what yaml.safe_load gives, values and errors alike.
+_yaml_scalars = (
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False) | st.text(max_size=12)
+    | st.sampled_from(["yes", "No", "on", "~", "null", "0x1f", "0o17", "1_000", "1:20", ".inf",
+                       "2001-12-14", "=", "<<", "true", "3.0e5", "", " x ", "a: b", "- c", "#"])
+)
+_yaml_data = st.recursive(
+    _yaml_scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=6) | st.integers(-5, 5) | st.booleans(), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=_yaml_data, flow=st.sampled_from([None, True, False]))
+def test_yaml_reading_matches_pyyaml(data, flow):
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    assert parse_yaml(text, "x") == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "base: &b {x: 1, y: [a, 2]}\nder: {<<: *b, y: 3}\nlist: [*b, *b]\n",  # anchors and merge
+        "m: {<<: {a: 1, b: 2}, b: 3}\n",  # a merge key without anchors
+        "m: {<<: [{a: 1}, {a: 2, c: 4}]}\n",
+        "k: {= : 5}\n",  # the value key
+        "s: !!str 12\nf: !!float 3\nb: !!binary aGVsbG8=\nset: !!set {a, b}\nts: 2001-12-14t21:59:43Z\n",
+        "o: !!omap [a: 1, b: 2]\np: !!pairs [a: 1, a: 2]\n",
+        "dup: 1\ndup: 2\n",  # PyYAML keeps the last value
+        "? [a, b]\n: 1\n",  # an unhashable key
+        "? {a: 1}\n: 1\n",
+        "x: !custom 1\n",
+        "[1, 2, {a: [3, {b: null}]}]\n",
+        "- 1\n- -2\n- 0.5\n- .nan\n",
+    ],
+)
+def test_yaml_reading_matches_pyyaml_on_edge_cases(text):
+    try:
+        expected = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        with pytest.raises(SpecError) as info:
+            parse_yaml(text, "x")
+        assert exc.problem in str(info.value)  # PyYAML's own error, e.g. "found unhashable key"
+        return
+    got = parse_yaml(text, "x")
+    if text.startswith("- 1"):  # NaN is never equal to itself
+        assert got[:3] == expected[:3] and got[3] != got[3] and expected[3] != expected[3]
+    else:
+        assert got == expected

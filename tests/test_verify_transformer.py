@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import paramcalc  # noqa: E402
-from paramcalc.derive.calculus import sweep  # noqa: E402
+from paramcalc.engine.calculus import sweep  # noqa: E402
 from paramcalc.verify import measure_width, verify  # noqa: E402
 from paramcalc.verify.data import make_batch  # noqa: E402
 from paramcalc.verify.measure import RunSettings, grouped_rms  # noqa: E402

@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import sympy
 
-from paramcalc.derive import Derivation
 from paramcalc.emit.tables import TableFormat, derivation_document, number_text, render_document
+from paramcalc.engine import Derivation
 
 __all__ = ["HTML", "emit_html", "html_number", "mathml"]
 

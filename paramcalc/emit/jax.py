@@ -18,7 +18,6 @@ from typing import Any
 
 import sympy
 
-from paramcalc.derive import Derivation
 from paramcalc.emit.python import (
     WidthCode,
     constant_entries,
@@ -30,6 +29,7 @@ from paramcalc.emit.python import (
     width_defaults,
 )
 from paramcalc.emit.templating import render
+from paramcalc.engine import Derivation
 from paramcalc.errors import SpecError
 from paramcalc.spec import Tensor
 

@@ -11,10 +11,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from paramcalc.derive import QUANTITIES, Derivation
 from paramcalc.emit.printing import exponent_text, text
+from paramcalc.engine import QUANTITIES, Derivation
 
 __all__ = ["derivation_data", "dumps", "emit_json"]
+
+_encode_str = json.encoder.encode_basestring_ascii
 
 
 def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -24,10 +26,24 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
     values_at = d.resolve_widths(widths)
     values = d.evaluate(values_at)
     tensor_cache: dict[Any, dict[str, Any]] = {}
+    # Tensors of one shape share their expressions (derive evaluates a rule once per shape), so
+    # they share their printed entries too: one dict per distinct entry, which `dumps` then
+    # encodes once.
+    scale_cache: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, str | None]]] = {}
+
+    def scale_entries(p: Any) -> tuple[dict[str, str], dict[str, str | None]]:
+        key = (p.init_std, p.lr, p.multiplier)
+        found = scale_cache.get(key)
+        if found is None:
+            found = scale_cache[key] = (
+                {q: text(getattr(p, q)) for q in QUANTITIES},
+                {q: None if e is None else exponent_text(e) for q, e in p.exponents.items()},
+            )
+        return found
 
     def tensor_facts(p: Any) -> dict[str, Any]:
         t = p.tensor
-        key = (t.role, t.kind, t.shape, t.fan_in, t.fan_out, t.input, t.init, p.init_mean)
+        key = (t.role, t.kind, t.layout, t.fan_in, t.fan_out, t.input, t.init, p.init_mean)
         if key not in tensor_cache:
             tensor_cache[key] = {
                 "role": t.role,
@@ -40,6 +56,13 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
                 "init_mean": text(p.init_mean),
             }
         return tensor_cache[key]
+
+    params: dict[str, dict[str, str]] = {}
+    exponents: dict[str, dict[str, str | None]] = {}
+    tensors: dict[str, dict[str, Any]] = {}
+    for name, p in d.items():
+        params[name], exponents[name] = scale_entries(p)
+        tensors[name] = tensor_facts(p)
 
     return {
         "paramcalc": __version__,
@@ -55,12 +78,9 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
             )
             for w in d.spec.widths.values()
         },
-        "params": {name: {q: text(getattr(p, q)) for q in QUANTITIES} for name, p in d.items()},
-        "exponents": {
-            name: {q: None if e is None else exponent_text(e) for q, e in p.exponents.items()}
-            for name, p in d.items()
-        },
-        "tensors": {name: tensor_facts(p) for name, p in d.items()},
+        "params": params,
+        "exponents": exponents,
+        "tensors": tensors,
         "constants": {name: text(expr) for name, expr in d.constants.items()},
         "tied": {
             layer: {
@@ -83,14 +103,23 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
     }
 
 
-def dumps(data: Any, depth: int = 2, _level: int = 0) -> str:
-    """JSON with one key per line down to ``depth``, compact below: readable, and fast
-    (the C encoder writes the leaves) for specs with thousands of tensors."""
-    if not isinstance(data, dict) or _level >= depth or not data:
-        return json.dumps(data)
-    pad = "  " * (_level + 1)
-    items = [f"{pad}{json.dumps(k)}: {dumps(v, depth, _level + 1)}" for k, v in data.items()]
-    return "{\n" + ",\n".join(items) + "\n" + "  " * _level + "}"
+def dumps(data: Any, depth: int = 2) -> str:
+    """JSON with one key per line down to ``depth``, compact below: readable, and fast for specs
+    with thousands of tensors (the C encoder writes each distinct leaf object once)."""
+    leaves: dict[int, str] = {}  # id -> text; every object stays alive inside ``data`` meanwhile
+
+    def encode(value: Any, level: int) -> str:
+        if not isinstance(value, dict) or level >= depth or not value:
+            found = leaves.get(id(value))
+            if found is None:
+                found = leaves[id(value)] = json.dumps(value)
+            return found
+        pad = "\n" + "  " * (level + 1)
+        # _encode_str is what json.dumps writes for a str key, without its per-call set-up.
+        items = [pad + _encode_str(str(k)) + ": " + encode(v, level + 1) for k, v in value.items()]
+        return "{" + ",".join(items) + "\n" + "  " * level + "}"
+
+    return encode(data, 0)
 
 
 def emit_json(d: Derivation, widths: Mapping[str, int] | None = None) -> str:

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import sympy
 
-from paramcalc.derive import Derivation
 from paramcalc.emit.printing import latex
 from paramcalc.emit.tables import TableFormat, derivation_document, number_text, render_document
+from paramcalc.engine import Derivation
 
 __all__ = ["LATEX", "emit_latex", "latex_number", "latex_text"]
 

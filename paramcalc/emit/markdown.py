@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import sympy
 
-from paramcalc.derive import Derivation
 from paramcalc.emit.printing import exponent_text, text
 from paramcalc.emit.tables import TableFormat, number_text
 from paramcalc.emit.templating import render
+from paramcalc.engine import Derivation
 
 __all__ = ["MARKDOWN", "emit_markdown", "md_cell", "md_text"]
 

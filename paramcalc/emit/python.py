@@ -17,8 +17,8 @@ from typing import Any
 
 import sympy
 
-from paramcalc.derive import Derivation
 from paramcalc.emit.printing import python_code, text
+from paramcalc.engine import Derivation
 
 __all__ = [
     "WidthCode",
@@ -104,7 +104,7 @@ def header(d: Derivation, target: str) -> dict[str, Any]:
 
 def _command(d: Derivation, target: str) -> str:
     """The command that regenerates the code, or where it came from if no command does."""
-    from paramcalc.derive.rules import get_rule
+    from paramcalc.engine.rules import get_rule
 
     forms = get_rule(d.parametrization).forms
     if d.form not in forms:

@@ -24,9 +24,9 @@ from typing import Any
 
 import sympy
 
-from paramcalc.derive import Derivation, derive
 from paramcalc.emit.printing import exponent_text
 from paramcalc.emit.templating import render
+from paramcalc.engine import Derivation, derive
 from paramcalc.errors import SpecError
 from paramcalc.spec import Spec, load_spec
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from paramcalc.derive import Derivation
 from paramcalc.emit.python import (
     WidthCode,
     constant_entries,
@@ -25,6 +24,7 @@ from paramcalc.emit.python import (
     width_defaults,
 )
 from paramcalc.emit.templating import render
+from paramcalc.engine import Derivation
 
 __all__ = ["emit_torch", "layer_multiplier_exprs", "torch_context"]
 

@@ -4,7 +4,7 @@
     >>> report = verify("examples/mlp.yaml", "mup", "adam", widths=[64, 128, 256])  # doctest: +SKIP
     >>> report.exit_code, report.summary                                            # doctest: +SKIP
 
-The predictions come from :mod:`paramcalc.derive.calculus` (for chains; other architectures,
+The predictions come from :mod:`paramcalc.engine.calculus` (for chains; other architectures,
 transformers included, are judged on the paper's targets alone); this package only measures and
 compares. It imports torch; nothing on the ``paramcalc derive`` path imports it.
 """

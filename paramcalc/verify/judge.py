@@ -8,7 +8,7 @@ Two kinds of check, each on one quantity of one layer or tensor:
 
 agreement
     the measured slope against the calculus' prediction *at the measured widths*: the slope of its
-    finite-width numbers (:meth:`paramcalc.derive.calculus.Scaling.slope`), fit the same way. The
+    finite-width numbers (:meth:`paramcalc.engine.calculus.Scaling.slope`), fit the same way. The
     calculus is a first-step calculus, so update quantities are compared after the first measured
     step. A disagreement means a bug somewhere (calculus, derivation, emitted code or model).
 target
@@ -52,7 +52,7 @@ from typing import Literal
 
 import sympy
 
-from paramcalc.derive.calculus import QUANTITIES, Scaling, loglog_slope
+from paramcalc.engine.calculus import QUANTITIES, Scaling, loglog_slope
 
 __all__ = ["TOLERANCE", "Check", "Slope", "fit_slope", "judge"]
 

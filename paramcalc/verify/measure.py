@@ -10,7 +10,7 @@ At step ``t = 0`` (init) and after each of ``k`` steps, on the training batch it
 - ``alignment``: Eq. 24 at the last weight layer, ``E_x ||W_L h'(x)|| / (||W_L||_* ||h'(x)||)``.
 
 For structured architectures (``RunSettings.structured``; targets in
-:func:`paramcalc.derive.calculus.target_exponents`) also:
+:func:`paramcalc.engine.calculus.target_exponents`) also:
 
 - ``rms_h``, ``rms_dh`` of each norm's output, and ``rms_stream``, ``rms_dstream`` of its input
   (in a pre-norm transformer: the residual stream entering each block and the final norm);
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from paramcalc.derive import Derivation
+from paramcalc.engine import Derivation
 from paramcalc.spec import Spec
 from paramcalc.verify.data import Batch
 from paramcalc.verify.linalg import spectral_norm
@@ -72,10 +72,10 @@ class RunSettings:
 
     ``centered``: the loss sees ``f - f_0``, the output minus its value at init (Chizat et al. 2019),
     so that the first step's loss gradient is the targets' alone at every width (see
-    :mod:`paramcalc.derive.calculus` for why that matters at finite width).
+    :mod:`paramcalc.engine.calculus` for why that matters at finite width).
 
     ``adam_eps``: Adam divides by ``sqrt(v) + eps``; the update-size law of
-    :mod:`paramcalc.derive.optimizers` (``lr sign(G)`` on the first step, Sec. 3.3) holds while
+    :mod:`paramcalc.engine.optimizers` (``lr sign(G)`` on the first step, Sec. 3.3) holds while
     ``eps`` is negligible against ``|G|``. Gradients shrink with width (per entry like ``1/n`` in
     hidden layers under muP and spectral), so a fixed ``eps`` damps wide models more than narrow
     ones, an effect of ``eps``, not of the parametrization, which does not set it (Everett et al.

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from paramcalc.derive import Derivation
+from paramcalc.engine import Derivation
 from paramcalc.errors import Problem, SpecError
 from paramcalc.symbolic import numeric
 

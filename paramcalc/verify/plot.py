@@ -16,7 +16,7 @@ import math
 import os
 from pathlib import Path
 
-from paramcalc.derive.calculus import QUANTITIES
+from paramcalc.engine.calculus import QUANTITIES
 from paramcalc.errors import Problem, SpecError
 from paramcalc.verify.run import Report
 

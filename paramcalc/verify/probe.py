@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from paramcalc.derive import Derivation
+from paramcalc.engine import Derivation
 from paramcalc.verify.data import Batch
 from paramcalc.verify.measure import ADAM_EPS, _Recorder
 from paramcalc.verify.model import apply_parametrization, build

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from paramcalc.derive.calculus import QUANTITIES
+from paramcalc.engine.calculus import QUANTITIES
 from paramcalc.verify.judge import Check
 from paramcalc.verify.run import Report
 

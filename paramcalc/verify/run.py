@@ -2,8 +2,8 @@
 
 The pipeline for one parametrization and optimizer:
 
-1. derive the parametrization (:func:`paramcalc.derive`), and run the first-step calculus on it
-   (:func:`paramcalc.derive.calculus.scaling`) when the spec is a chain;
+1. derive the parametrization (:func:`paramcalc.engine`), and run the first-step calculus on it
+   (:func:`paramcalc.engine.calculus.scaling`) when the spec is a chain;
 2. choose the global learning rate: given, or ``auto``, the one whose predicted first step changes
    the output by RMS 0.1 at the spec's base widths (where hyperparameters are tuned): every
    parametrization then makes the same progress at the base width and differs only in how it
@@ -19,9 +19,9 @@ The pipeline for one parametrization and optimizer:
 A width whose run needs more memory than the device has free is skipped with a message; a run whose
 loss or features stop being finite is a divergence, reported as a finding and a failure.
 
-Transformers. There is no calculus for them (:func:`paramcalc.derive.calculus.local_scaling`
+Transformers. There is no calculus for them (:func:`paramcalc.engine.calculus.local_scaling`
 predicts ``||W||_*`` at init only), so they are judged on the paper's targets alone
-(:func:`paramcalc.derive.calculus.target_exponents`): every projection's output, every norm's output
+(:func:`paramcalc.engine.calculus.target_exponents`): every projection's output, every norm's output
 and the residual stream at its input, with RMS and change Theta(1) (Desideratum 1); every tensor and
 tied use by Condition 1 in natural norms; each attention layer's logits Theta(1) (TP5 Definition
 4.1); the output's own update ``dW h`` Theta(1) and its whole change not growing (Sec. 4, Eq. 5;
@@ -87,8 +87,8 @@ import torch
 from torch import nn
 
 import paramcalc
-from paramcalc.derive import Derivation
-from paramcalc.derive.calculus import (
+from paramcalc.engine import Derivation
+from paramcalc.engine.calculus import (
     QUANTITIES,
     FiniteWidthNote,
     NotAChain,

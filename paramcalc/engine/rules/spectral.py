@@ -14,7 +14,7 @@ paper's width-independent prefactor, Sec. 4). For ``fan_out < d_in`` (a readout,
 of an MLP narrower than its input) the ``min`` shrinks the layer so that its spectral norm, not
 just its typical entry, has the target size.
 
-Learning rate. The optimizer's update-size law (:mod:`paramcalc.derive.optimizers`) turns the
+Learning rate. The optimizer's update-size law (:mod:`paramcalc.engine.optimizers`) turns the
 target ``||dW||_* = sqrt(fan_out / d_in)`` into ``lr = fan_out / d_in`` for SGD (Parametrization 1)
 and ``lr = 1 / d_in`` for Adam.
 
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer
-from paramcalc.derive.rules.base import Scales, TensorShape
+from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.rules.base import Scales, TensorShape
 
 ONE = sympy.Integer(1)
 

@@ -1,6 +1,6 @@
 """First-step scaling calculus: how big features, weights and updates are, for any parametrization.
 
-Given a :class:`~paramcalc.derive.Derivation` of a *chain* (``x -> W_1 -> act -> W_2 -> ... -> W_L``,
+Given a :class:`~paramcalc.engine.Derivation` of a *chain* (``x -> W_1 -> act -> W_2 -> ... -> W_L``,
 norms allowed in between), this module propagates l2 norms through one gradient step, the setting
 of the paper's Section 3.1, and returns per layer and per tensor sympy expressions in the width
 symbols: their Theta-exponents (the asymptotic claim) and their numbers at the widths one trains
@@ -83,7 +83,7 @@ sign matrix of norm ``eta (sqrt(m) + sqrt(n))`` until its ``eta sqrt(m n)`` spik
 ``n >> B``.
 
 >>> import paramcalc
->>> from paramcalc.derive.calculus import scaling
+>>> from paramcalc.engine.calculus import scaling
 >>> spec = {"name": "m", "widths": {"n0": 3072, "d": {"base": 256}, "n_out": 1}, "layers": [
 ...     {"name": "fc1", "fan_in": "n0", "fan_out": "d"}, {"name": "fc2", "fan_in": "d", "fan_out": "d"},
 ...     {"name": "head", "fan_in": "d", "fan_out": "n_out"}]}
@@ -104,7 +104,7 @@ from typing import Literal
 
 import sympy
 
-from paramcalc.derive.derivation import Derivation, ParamScale
+from paramcalc.engine.derivation import Derivation, ParamScale
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Spec
 from paramcalc.symbolic import numeric, theta_exponent
@@ -339,7 +339,7 @@ def target_exponents(spec: Spec) -> dict[tuple[str, str], sympy.Rational]:
       ``"<layer>.weight"``: a readout ``lm_head`` tied to ``wte`` asks ``||mu W||_*`` and
       ``||mu dW||_*`` like ``sqrt(vocab / d_model)`` while ``wte.weight`` as an embedding asks
       ``sqrt(d_model)``. Meeting both at once is what the tie's multiplier ``mu`` is for
-      (:mod:`paramcalc.derive.ties`);
+      (:mod:`paramcalc.engine.ties`);
     - attention logits, per attention layer (``rms_logits``, ``rms_dlogits``, exponent 0). A logit is
       ``scale * q . k`` summed over ``d_head`` coordinates. At init ``q`` and ``k`` are independent
       with Theta(1) entries, so ``q . k ~ sqrt(d_head)``; after an update they are correlated (the

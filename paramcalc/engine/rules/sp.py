@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer
-from paramcalc.derive.rules.base import Scales, TensorShape
+from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.rules.base import Scales, TensorShape
 
 ONE = sympy.Integer(1)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from paramcalc.derive.rules import mup, ntp, sp, spectral
-from paramcalc.derive.rules.base import Rule, Scales, TensorShape
+from paramcalc.engine.rules import mup, ntp, sp, spectral
+from paramcalc.engine.rules.base import Rule, Scales, TensorShape
 
 __all__ = ["RULES", "Rule", "Scales", "TensorShape", "get_rule"]
 

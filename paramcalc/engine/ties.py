@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer
-from paramcalc.derive.rules import Scales
+from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.rules import Scales
 from paramcalc.spec import TiedUse
 from paramcalc.symbolic import theta_exponent
 

@@ -8,15 +8,15 @@ from one pass of :func:`paramcalc.symbolic.numeric` over the distinct expression
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer, get_optimizer
-from paramcalc.derive.rules import Rule, TensorShape, get_rule
-from paramcalc.derive.ties import TiedScale, tie
+from paramcalc.engine.optimizers import Optimizer, get_optimizer
+from paramcalc.engine.rules import Rule, TensorShape, get_rule
+from paramcalc.engine.ties import TiedScale, tie
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Spec, Tensor, TiedUse, load_spec
 from paramcalc.symbolic import numeric, theta_exponent
@@ -104,6 +104,16 @@ class Derivation(Mapping[str, ParamScale]):
 
     def __len__(self) -> int:
         return len(self._params)
+
+    # The dict's own views (read-only) instead of Mapping's, which look every name up again.
+    def keys(self) -> KeysView[str]:
+        return self._params.keys()
+
+    def values(self) -> ValuesView[ParamScale]:
+        return self._params.values()
+
+    def items(self) -> ItemsView[str, ParamScale]:
+        return self._params.items()
 
     def __repr__(self) -> str:
         return (

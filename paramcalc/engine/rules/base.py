@@ -7,7 +7,7 @@ from typing import NamedTuple, Protocol
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer
+from paramcalc.engine.optimizers import Optimizer
 
 __all__ = ["Rule", "Scales", "TensorShape"]
 

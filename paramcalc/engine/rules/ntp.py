@@ -12,7 +12,7 @@ and readout weights as ``n^-1/2`` on top of the ``n^-1/2`` multiplier: an effect
 have the spectral size, but the readout keeps its ``1/sqrt(n)`` init (Condition 1 asks ``1/n``), so
 the output moves too much with width: NTP still fails Condition 1, now at the readout.
 
-A readout *tied* to the embedding is different: the tie rule (:mod:`paramcalc.derive.ties`) gives
+A readout *tied* to the embedding is different: the tie rule (:mod:`paramcalc.engine.ties`) gives
 the readout use the multiplier that makes its learning rate NTP's ``1/d_in``; under Adam that
 multiplier is ``1/n``, the readout's init becomes ``1/n`` with it, and NTP then has muP's exponents
 on every tensor (``paramcalc verify examples/gpt.yaml --param ntp --optimizer adam`` passes). The
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer
-from paramcalc.derive.rules.base import Scales, TensorShape
+from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.rules.base import Scales, TensorShape
 
 ONE = sympy.Integer(1)
 

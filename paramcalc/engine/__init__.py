@@ -1,8 +1,8 @@
 """The derivation engine: rules x optimizer laws -> per-tensor scales."""
 
-from paramcalc.derive.derivation import QUANTITIES, Derivation, ParamScale, abc_shift, derive
-from paramcalc.derive.optimizers import OPTIMIZERS, Optimizer, get_optimizer
-from paramcalc.derive.rules import RULES, get_rule
+from paramcalc.engine.derivation import QUANTITIES, Derivation, ParamScale, abc_shift, derive
+from paramcalc.engine.optimizers import OPTIMIZERS, Optimizer, get_optimizer
+from paramcalc.engine.rules import RULES, get_rule
 
 __all__ = [
     "OPTIMIZERS",

@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import sympy
 
-from paramcalc.derive.optimizers import Optimizer
-from paramcalc.derive.rules.base import Scales, TensorShape
-from paramcalc.derive.rules.spectral import RULE as SPECTRAL
+from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.rules.base import Scales, TensorShape
+from paramcalc.engine.rules.spectral import RULE as SPECTRAL
 
 ONE = sympy.Integer(1)
 
