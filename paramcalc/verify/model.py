@@ -72,9 +72,7 @@ def build(
 
         # Every parameter of a spec-built model is a spec tensor, which the parametrization
         # initialises: skip torch's default init (as costly as a training step at width 1024).
-        # Not with tied weights: to_empty gives each module a tensor of its own.
-        if any(t.tied_uses for t in spec.tensors):
-            return build_model(spec, dict(widths), device=device)
+        # Tied weights stay tied through to_empty (build_model's models re-share them).
         return build_model(spec, dict(widths), device="meta").to_empty(device=device)
     else:
         try:
@@ -107,7 +105,10 @@ def _check_names(model: nn.Module, derivation: Derivation, widths: Mapping[str, 
         raise SpecError(problems, source="--model")
 
 
-_NAMESPACES: dict[int, dict[str, Any]] = {}
+#: The last derivation whose emitted code was executed, with the code's namespace: verify applies
+#: one derivation at every width and seed. Held, not keyed by ``id()``: a freed derivation's id
+#: can be the next one's, which once gave a new derivation an earlier one's code.
+_EMITTED: list[tuple[Derivation, dict[str, Any]]] = []
 
 
 def emitted_namespace(derivation: Derivation) -> dict[str, Any] | None:
@@ -116,14 +117,13 @@ def emitted_namespace(derivation: Derivation) -> dict[str, Any] | None:
 
     if "torch" not in EMITTERS:
         return None
-    key = id(derivation)
-    if key not in _NAMESPACES:
-        code = emit(derivation, "torch")
-        namespace: dict[str, Any] = {"__name__": f"paramcalc_emitted_{derivation.spec.name}"}
-        exec(compile(code, f"<emitted torch code for {derivation.spec.name}>", "exec"), namespace)  # noqa: S102
-        _NAMESPACES.clear()  # one derivation per verify run
-        _NAMESPACES[key] = namespace
-    return _NAMESPACES[key]
+    if _EMITTED and _EMITTED[0][0] is derivation:
+        return _EMITTED[0][1]
+    code = emit(derivation, "torch")
+    namespace: dict[str, Any] = {"__name__": f"paramcalc_emitted_{derivation.spec.name}"}
+    exec(compile(code, f"<emitted torch code for {derivation.spec.name}>", "exec"), namespace)  # noqa: S102
+    _EMITTED[:] = [(derivation, namespace)]
+    return namespace
 
 
 @dataclass
