@@ -64,7 +64,7 @@ class TableFormat(str, Enum):
 
 SpecArg = Annotated[
     Path,
-    typer.Argument(help="Architecture spec (YAML).", show_default=False),
+    typer.Argument(help="Architecture spec (YAML).", show_default=False, metavar="SPEC"),
 ]
 ParamOpt = Annotated[Param, typer.Option("--param", "-p", help="Parametrization.")]
 OptimizerOpt = Annotated[Opt, typer.Option("--optimizer", help="Optimizer.")]
