@@ -155,3 +155,15 @@ def test_json_layout_round_trips(data):
     assert '  "params": {' in lines
     assert f'    "a": {json.dumps(shared)},' in lines and f'    "b": {json.dumps(shared)},' in lines
     assert '    "\\u00e9\\"x": {"k": [1, 2.5]}' in lines  # escaped as json.dumps escapes
+
+
+def test_terminal_table_collapses_repeated_blocks_and_explains_constant_inits():
+    result = run("derive", str(EXAMPLES / "gpt.yaml"), "--param", "mup")
+    assert result.exit_code == 0, result.output
+    assert "blocks.*.attn.q.weight x12" in result.stdout
+    assert "blocks.3.attn.q.weight" not in result.stdout
+    assert "* stands for every block index" in result.stdout
+    assert "norm gains at 1" in result.stdout  # a gain's init_std 0 is not a zero gain
+    plain = run("derive", MLP)
+    assert "fc1.weight" in plain.stdout and "stands for every block" not in plain.stdout
+    assert "norm gains" not in plain.stdout

@@ -219,3 +219,13 @@ def test_rows_collapse_only_when_every_block_agrees():
     spec["layers"][3]["fan_out"] = "d"
     md = render_table(spec, "markdown", optimizers=["sgd"], parametrizations=["spectral"])
     assert "`blocks.*.fc.weight` \u00d73" in md and "blocks.0" not in md
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "latex", "html"])
+def test_constant_inits_are_explained_where_gains_exist(fmt):
+    """A norm gain's init_std is 0 under a caption saying W ~ N(0, sigma^2): the tables say that it
+    starts at 1, and only for specs that have gains."""
+    gpt = render_table(EXAMPLES / "gpt.yaml", fmt, optimizers=["adam"], parametrizations=["mup"])
+    assert "norm gains" in gpt and "at 1" in gpt
+    mlp = render_table(EXAMPLES / "mlp.yaml", fmt, optimizers=["adam"], parametrizations=["mup"])
+    assert "norm gains" not in mlp

@@ -168,8 +168,17 @@ def _rows(derivations: Sequence[Derivation]) -> list[_Row]:
 def _collapse(
     rows: list[tuple[str, tuple[str, ...]]], fmt: TableFormat
 ) -> tuple[tuple[tuple[str, ...], ...], bool]:
-    """Merge rows whose names differ only in block indices when the cells of all of them are
-    equal (``blocks.*.attn.q.weight``); also say whether any merged."""
+    return collapse_blocks(rows, fmt.repeated, fmt.name_cell)
+
+
+def collapse_blocks(
+    rows: Sequence[tuple[str, tuple[str, ...]]],
+    repeated: Callable[[str, int], str],
+    name_cell: Callable[[str], str] = str,
+) -> tuple[tuple[tuple[str, ...], ...], bool]:
+    """Merge rows ``(name, cells)`` whose names differ only in block indices when the cells of all
+    of them are equal (``blocks.*.attn.q.weight``, named by ``repeated(pattern, count)``); other
+    names go through ``name_cell``. Also say whether any merged."""
     groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, tuple[str, ...]]]] = {}
     per_pattern: dict[str, int] = {}
     for name, cells in rows:
@@ -179,9 +188,9 @@ def _collapse(
     out = []
     for (pattern, cells), members in groups.items():
         if len(members) > 1 and len(members) == per_pattern[pattern]:
-            out.append((fmt.repeated(pattern, len(members)), *cells))
+            out.append((repeated(pattern, len(members)), *cells))
         else:
-            out.extend((fmt.name_cell(name), *c) for name, c in members)
+            out.extend((name_cell(name), *c) for name, c in members)
     return tuple(out), len(out) < len(rows)
 
 
@@ -274,9 +283,10 @@ def _constants_grid(
 
 
 def _notes(
-    fmt: TableFormat, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Grid]
+    fmt: TableFormat, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Grid], spec: Spec
 ) -> list[str]:
     h = fmt.headers
+    gains = any(t.init == "ones" for t in spec.tensors)
     notes = [
         h["init_std"] + fmt.text(": init std, W \u223c N(0, \u03c3\u00b2) at init. ")
         + h["lr"] + fmt.text(": learning-rate factor, the step size is \u03b7 times the global "
@@ -284,6 +294,9 @@ def _notes(
         + h["multiplier"] + fmt.text(": the layer computes with multiplier \u00b7 W"
                                      + ("." if single else "; 1 where its column is left out."))
     ]
+    if gains:  # W ~ N(0, 0) would read as zero gains
+        notes.append(h["init_std"] + fmt.text(" = 0 marks a constant init: biases start at 0, norm gains "
+                                              "at 1 (multiplier \u00b7 W = 1 where a multiplier acts)."))
     if single:
         notes.append(h["exponents"] + fmt.text(": Theta-exponents in width of \u03c3, \u03b7, multiplier."))
     if any(g.collapsed for g in grids):
@@ -308,7 +321,7 @@ def derivation_document(
     constants = _constants_grid(fmt, [d], at, fmt.text("Attention-logit scales"))
     if constants is not None:
         grids.append(constants)
-    return Document(title, tuple(_notes(fmt, at, True, grids)), (("", tuple(grids)),))
+    return Document(title, tuple(_notes(fmt, at, True, grids, d.spec)), (("", tuple(grids)),))
 
 
 def table_document(
@@ -343,7 +356,7 @@ def table_document(
             grids.append(constants)
         sections.append((title, tuple(grids)))
     doc_title = fmt.text(f"{loaded.name}: ") + fmt.text(", ").join(fmt.titles[p] for p in params)
-    notes = _notes(fmt, at, False, [g for _, grids in sections for g in grids])
+    notes = _notes(fmt, at, False, [g for _, grids in sections for g in grids], loaded)
     return Document(doc_title, tuple(notes), tuple(sections))
 
 
