@@ -180,9 +180,7 @@ def measure_width(
     device = torch.device(device)
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = build(derivation, widths, factory=factory, device=device)
-    if settings.dtype != torch.float32:
-        model = model.to(settings.dtype)
+    model = build(derivation, widths, factory=factory, device=device, dtype=settings.dtype)
     run = apply_parametrization(derivation, model, widths, lr=settings.lr, optimizer=settings.optimizer,
                                 adam_eps=settings.adam_eps)
     spec = derivation.spec

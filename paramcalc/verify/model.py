@@ -64,8 +64,11 @@ def build(
     *,
     factory: Callable[[dict[str, int]], nn.Module] | None,
     device: torch.device,
+    dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """The model at ``widths``: from ``factory`` if given, else built from the spec."""
+    """The model at ``widths``, in ``dtype`` if given: from ``factory`` if given, else built from the
+    spec (directly in ``dtype``: no float32 copy first, which for a 50257-token embedding is
+    hundreds of MB at the larger widths)."""
     spec = derivation.spec
     if factory is None:
         from paramcalc.models import build_model
@@ -73,7 +76,7 @@ def build(
         # Every parameter of a spec-built model is a spec tensor, which the parametrization
         # initialises: skip torch's default init (as costly as a training step at width 1024).
         # Tied weights stay tied through to_empty (build_model's models re-share them).
-        return build_model(spec, dict(widths), device="meta").to_empty(device=device)
+        return build_model(spec, dict(widths), device="meta", dtype=dtype).to_empty(device=device)
     else:
         try:
             model = factory(dict(widths))
@@ -85,7 +88,7 @@ def build(
             raise SpecError([Problem("--model", f"the factory returned {type(model).__name__}, not a "
                                                 "torch.nn.Module")], source="command line")
         _check_names(model, derivation, widths)
-    return model.to(device)
+    return model.to(device) if dtype is None else model.to(device=device, dtype=dtype)
 
 
 def _check_names(model: nn.Module, derivation: Derivation, widths: Mapping[str, int]) -> None:

@@ -105,7 +105,7 @@ def _first_step(
     largest, outputs, where = [], [], []
     for seed, batch in batches.items():
         torch.manual_seed(seed)
-        model = build(derivation, widths, factory=factory, device=device).to(dtype)
+        model = build(derivation, widths, factory=factory, device=device, dtype=dtype)
         run = apply_parametrization(derivation, model, widths, lr=lr, optimizer=optimizer, adam_eps=adam_eps)
         data = batch.to(device, dtype)
         recorder = _Recorder(model, weights + norms)
@@ -215,7 +215,7 @@ def zero_gradient(
     worst: dict[str, float] = {}
     for at in widths:
         torch.manual_seed(seed)
-        model = build(derivation, at, factory=factory, device=device).double()
+        model = build(derivation, at, factory=factory, device=device, dtype=torch.float64)
         run = apply_parametrization(derivation, model, at, lr=0.0, optimizer="sgd")
         data = batch.to(device, torch.float64)
         out = model(data.x)
