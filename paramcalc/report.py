@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import sympy
 
 from paramcalc.emit.printing import exponent_text, text
 from paramcalc.engine import QUANTITIES, Derivation
@@ -14,38 +17,48 @@ __all__ = ["print_derivation"]
 def print_derivation(
     d: Derivation, widths: Mapping[str, int] | None = None, output: Path | None = None
 ) -> None:
-    """A table of every tensor's expressions, Theta-exponents and values.
+    """A table of every tensor's expressions, Theta-exponents and values, then the tied uses
+    (a layer computing with another layer's tensor, with its own multiplier) and the
+    attention-logit scales: what the Markdown, LaTeX and HTML outputs show.
 
-    Tensors of a repeated block that are equal in every column share one row
-    (``blocks.*.attn.q.weight x12``), as in the Markdown, LaTeX and HTML tables.
+    Rows of a repeated block that are equal in every column share one row
+    (``blocks.*.attn.q.weight x12``), as in those outputs.
     """
     import io
 
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.table import Table
 
     from paramcalc.emit.tables import collapse_blocks
 
+    def repeated(pattern: str, count: int) -> str:
+        return f"{pattern} x{count}"
+
     values_at = d.resolve_widths(widths)
     values = d.evaluate(values_at)
-    rows = []
-    for name, p in d.items():
-        exps = p.exponents
-        rows.append((name, (
-            p.tensor.role,
-            *(text(getattr(p, q)) for q in QUANTITIES),
-            ", ".join(exponent_text(exps[q]) for q in QUANTITIES),
-            ", ".join(f"{values[name][q]:.4g}" for q in QUANTITIES),
-        )))
-    collapsed, merged = collapse_blocks(rows, lambda pattern, count: f"{pattern} x{count}")
+    rows = [
+        (name, (p.tensor.role, *_cells((p.init_std, p.lr, p.multiplier), p.exponents, values[name])))
+        for name, p in d.items()
+    ]
+    collapsed, merged = collapse_blocks(rows, repeated)
+    tied_values = d.evaluate_tied(values_at)
+    tied_rows = []
+    for layer, ts in d.tied.items():
+        exprs = (ts.init_std, ts.lr, ts.multiplier)
+        exps = dict(zip(QUANTITIES, (d.spec.exponent(e) for e in exprs)))
+        tied_rows.append((f"{layer} (uses {ts.tensor})", ts.role, *_cells(exprs, exps, tied_values[layer])))
+
     at = ", ".join(f"{k}={v}" for k, v in values_at.items())
-    blocks = "\n* stands for every block index of a repeated block." if merged else ""
+    notes = "\n* stands for every block index of a repeated block." if merged else ""
     if any(p.tensor.init == "ones" for p in d.values()):  # W ~ N(0, 0) would read as zero gains
-        blocks += "\ninit_std 0 marks a constant init: biases start at 0, norm gains at 1."
+        notes += "\ninit_std 0 marks a constant init: biases start at 0, norm gains at 1."
+    if tied_rows:
+        notes += ("\nA tied use trains its owner's tensor; its row gives what it computes with: "
+                  "multiplier * W, and the effective init and lr of that product.")
     table = Table(
         title=f"{d.spec.name}: {d.parametrization}, {d.optimizer.title} ({d.form} form)",
         caption="effective weight = multiplier * W, W ~ N(0, init_std^2), step = lr * eta.\n"
-        f"n^k: Theta-exponents in width (init_std, lr, multiplier); values at {at}.{blocks}",
+        f"n^k: Theta-exponents in width (init_std, lr, multiplier); values at {at}.{notes}",
     )
     table.add_column("tensor", style="bold", no_wrap=True)
     table.add_column("role")
@@ -53,17 +66,42 @@ def print_derivation(
         table.add_column(q, overflow="fold")
     table.add_column("n^k", no_wrap=True)
     table.add_column("values", no_wrap=True)
-    for row in collapsed:
+    for row in (*collapsed, *tied_rows):
         table.add_row(*row)
+    parts: list[Any] = [table]
+
+    if d.constants:
+        constant_values = d.evaluate_constants(values_at)
+        constant_rows = [(name, (text(expr), f"{constant_values[name]:.4g}"))
+                         for name, expr in d.constants.items()]
+        scales = Table(title="attention-logit scales (pass as scaled_dot_product_attention(..., scale=))")
+        scales.add_column("constant", style="bold", no_wrap=True)
+        scales.add_column("scale", overflow="fold")
+        scales.add_column("value", no_wrap=True)
+        for row in collapse_blocks(constant_rows, repeated)[0]:
+            scales.add_row(*row)
+        parts.append(scales)
+
     if output is None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=160)
-        console.print(table)
+        console.print(Group(*parts))
     else:
         from paramcalc.files import write_atomically
 
         console = Console(record=True, width=160, file=io.StringIO())
-        console.print(table)
+        console.print(Group(*parts))
         text_out = console.export_text()
         write_atomically(output, lambda tmp: Path(tmp).write_text(text_out, encoding="utf-8"))
+
+
+def _cells(
+    exprs: Sequence[sympy.Expr], exps: Mapping[str, sympy.Rational | None], numbers: Mapping[str, float]
+) -> tuple[str, ...]:
+    """The expressions, their exponents and their numbers, as the table's cells."""
+    return (
+        *(text(e) for e in exprs),
+        ", ".join(exponent_text(exps[q]) for q in QUANTITIES),
+        ", ".join(f"{numbers[q]:.4g}" for q in QUANTITIES),
+    )

@@ -157,6 +157,13 @@ def test_json_layout_round_trips(data):
     assert '    "\\u00e9\\"x": {"k": [1, 2.5]}' in lines  # escaped as json.dumps escapes
 
 
+def test_markdown_has_tied_uses_and_attention_scales():
+    md = run("derive", str(EXAMPLES / "gpt.yaml"), "--param", "mup", "--emit", "markdown").stdout
+    assert "| `lm_head` (uses `wte.weight`) | output |" in md
+    assert "| `blocks.*.attn.scale` \u00d712 | `1/sqrt(d_head)` = 0.125 |" in md
+    assert "blocks.3." not in md
+
+
 def test_terminal_table_collapses_repeated_blocks_and_explains_constant_inits():
     result = run("derive", str(EXAMPLES / "gpt.yaml"), "--param", "mup")
     assert result.exit_code == 0, result.output
@@ -164,6 +171,9 @@ def test_terminal_table_collapses_repeated_blocks_and_explains_constant_inits():
     assert "blocks.3.attn.q.weight" not in result.stdout
     assert "* stands for every block index" in result.stdout
     assert "norm gains at 1" in result.stdout  # a gain's init_std 0 is not a zero gain
+    # The tied readout's own multiplier (TP5 Table 8's 1/m) and the attention-logit scale.
+    assert "lm_head (uses wte.weight)" in result.stdout and "768/d_model" in result.stdout
+    assert "blocks.*.attn.scale x12" in result.stdout and "1/sqrt(d_head)" in result.stdout
     plain = run("derive", MLP)
     assert "fc1.weight" in plain.stdout and "stands for every block" not in plain.stdout
     assert "norm gains" not in plain.stdout

@@ -365,7 +365,7 @@ def test_any_spec_name_gives_the_same_code(name):
     one_line = re.sub(r"[\r\n\t\v\f\x1c-\x1e\x85\u2028\u2029]", " ", name)
     # Markdown: the title is one line that unescapes to the name.
     title = emit(d, "markdown").splitlines()[0]
-    assert re.sub(r"\\(.)", r"\1", title) == f"### {one_line}: mup parametrization, SGD (table3 form)"
+    assert re.sub(r"\\(.)", r"\1", title) == f"## {one_line}: muP, SGD (table3 form)"
     table = render_table(PLAIN | {"name": name}, "markdown", optimizers=["sgd"]).splitlines()[0]
     assert re.sub(r"\\(.)", r"\1", table) == f"## {one_line}: spectral, muP, NTP, SP"
     # LaTeX: once the escapes are taken out, no special character is left.

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 
 import sympy
 
-from paramcalc.emit.printing import exponent_text, text
-from paramcalc.emit.tables import TableFormat, number_text
-from paramcalc.emit.templating import render
+from paramcalc.emit.printing import text
+from paramcalc.emit.tables import TableFormat, derivation_document, number_text, render_document
 from paramcalc.engine import Derivation
 
 __all__ = ["MARKDOWN", "emit_markdown", "md_cell", "md_text"]
@@ -59,35 +58,8 @@ MARKDOWN = TableFormat(
 )
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.6g}"
-
-
 def emit_markdown(d: Derivation, widths: Mapping[str, int] | None = None) -> str:
-    values_at = d.resolve_widths(widths)
-    values = d.evaluate(values_at)
-    rows = []
-    for name, p in d.items():
-        e = p.exponents
-        v = values[name]
-        rows.append(
-            {
-                "name": md_cell(name),
-                "role": p.tensor.role,
-                "shape": md_cell(" x ".join(text(s) for s in p.tensor.shape)),
-                "init_std": md_cell(text(p.init_std)),
-                "lr": md_cell(text(p.lr)),
-                "multiplier": md_cell(text(p.multiplier)),
-                "exponents": ", ".join(exponent_text(e[q]) for q in ("init_std", "lr", "multiplier")),
-                "numbers": ", ".join(_fmt(v[q]) for q in ("init_std", "lr", "multiplier")),
-            }
-        )
-    return render(
-        "markdown/derivation.md.j2",
-        spec=md_text(d.spec.name),
-        parametrization=d.parametrization,
-        optimizer=d.optimizer.title,
-        form=d.form,
-        widths=", ".join(f"{k} = {v}" for k, v in values_at.items()),
-        rows=rows,
-    )
+    """One derivation as a Markdown table: shape, expressions with their numbers at ``widths``,
+    Theta-exponents; tied uses and attention-logit scales; repeated blocks collapsed. The same
+    document as ``--emit latex`` and the docs page's tables."""
+    return render_document(derivation_document(d, MARKDOWN, widths), MARKDOWN)
