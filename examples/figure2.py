@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import paramcalc
 from paramcalc.engine.calculus import scaling
@@ -99,11 +101,18 @@ def main() -> int:
     the_spec = paramcalc.load_spec(spec(n0, min(widths)))
     reports: dict[str, Report] = {}
     start = time.perf_counter()
-    for param, _, _ in CURVES:
-        lr = scaling(paramcalc.derive(the_spec, param, "sgd")).calibrate_lr(None, OUTPUT_CHANGE)
-        reports[param] = verify(the_spec, param, "sgd", widths=widths, steps=args.steps, seeds=args.seeds,
-                                batch=200, data=args.data, loss="mse", lr=lr, center=False,
-                                measure_steps=[args.steps], device=str(device))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=len(CURVES) * len(widths))
+        for k, (param, label, _) in enumerate(CURVES):
+
+            def progress(index: int, total: int, at: dict[str, int], k: int = k, label: str = label) -> None:
+                bar.update(task, completed=k * len(widths) + index, description=f"{label}, d = {at['d']}")
+
+            lr = scaling(paramcalc.derive(the_spec, param, "sgd")).calibrate_lr(None, OUTPUT_CHANGE)
+            reports[param] = verify(the_spec, param, "sgd", widths=widths, steps=args.steps, seeds=args.seeds,
+                                    batch=200, data=args.data, loss="mse", lr=lr, center=False,
+                                    measure_steps=[args.steps], device=str(device), progress=progress)
     seconds = time.perf_counter() - start
 
     import matplotlib

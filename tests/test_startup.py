@@ -70,6 +70,7 @@ _STATE = (
     "import gc, sys\n"
     "from paramcalc import cli\n"
     "sys.argv = ['paramcalc', *{args!r}]\n"
+    "code = None\n"
     "try:\n"
     "    cli.main()\n"
     "except SystemExit as exc:\n"
