@@ -36,6 +36,7 @@ __all__ = [
     "Document",
     "Grid",
     "TableFormat",
+    "collapse_blocks",
     "derivation_document",
     "get_format",
     "number_text",
