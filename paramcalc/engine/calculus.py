@@ -351,7 +351,7 @@ def target_exponents(spec: Spec) -> dict[tuple[str, str], sympy.Rational]:
     """
     scaling_symbols = spec.scaling_symbols
     zero = sympy.Integer(0)
-    weights = [layer.name for layer in spec.layers if layer.kind in ("linear", "embedding")]
+    weights = [layer.name for layer in spec.weight_layers]
     out: dict[tuple[str, str], sympy.Rational] = {}
     for name in weights:
         if name != weights[-1]:
@@ -679,7 +679,7 @@ def local_scaling(derivation: Derivation) -> Scaling:
         norm = ts.init_std * (sympy.sqrt(use.fan_out) + sympy.sqrt(use.fan_in))
         if norm != ZERO:
             add("spectral_norm", f"{layer}.weight", norm)
-    layers = [layer.name for layer in spec.layers if layer.kind in ("linear", "embedding")]
+    layers = [layer.name for layer in spec.weight_layers]
     return Scaling(derivation, "local", predictions, layers, ONE, ())
 
 

@@ -155,6 +155,12 @@ class Spec:
         """The spec's own widths: fixed values and the bases of scaling widths."""
         return {w.symbol: sympy.Integer(w.value) for w in self.widths.values()}
 
+    @property
+    def weight_layers(self) -> tuple[Layer, ...]:
+        """The linear and embedding layers, in order: those computing a feature with a weight
+        matrix (attention and MLP blocks count through their projections)."""
+        return tuple(layer for layer in self.layers if layer.kind in ("linear", "embedding"))
+
     def tensor(self, name: str) -> Tensor:
         for t in self.tensors:
             if t.name == name:

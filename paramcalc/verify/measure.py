@@ -184,7 +184,7 @@ def measure_width(
     run = apply_parametrization(derivation, model, widths, lr=settings.lr, optimizer=settings.optimizer,
                                 adam_eps=settings.adam_eps)
     spec = derivation.spec
-    layers = [layer.name for layer in spec.layers if layer.kind in ("linear", "embedding")]
+    layers = [layer.name for layer in spec.weight_layers]
     norms = [layer.name for layer in spec.layers if layer.kind == "norm"] if settings.structured else []
     last = layers[-1]
     tensors = {t.name: t for t in spec.tensors}

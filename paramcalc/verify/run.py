@@ -599,7 +599,7 @@ def _fit_and_judge(report: Report, derivation: Derivation, settings: RunSettings
         report.notes.append("One seed and two widths: the slopes have no uncertainty estimate, and every "
                             "check is judged with the bare tolerance of 0.1. Use --seeds 3 or more widths.")
     steps = sorted({st for _, _, st in keys if st > 0})
-    output = _weight_layers(report.spec)[-1]
+    output = report.spec.weight_layers[-1].name
     # Without a calculus to place the crossover of the output's two terms, its whole change is
     # judged from above and its own update's term both ways (paramcalc.verify.judge).
     upper = set() if report.predicted else {("rms_dh", output)}
@@ -621,10 +621,6 @@ def _heads(spec: Spec, at: Mapping[str, int]) -> dict[str, int]:
     subs = {spec.widths[k].symbol: v for k, v in at.items()}
     return {layer.name: int(sympy.sympify(layer.attrs["n_heads"]).xreplace(subs))
             for layer in spec.layers if layer.kind == "attention"}
-
-
-def _weight_layers(spec: Spec) -> list[str]:
-    return [layer.name for layer in spec.layers if layer.kind in ("linear", "embedding")]
 
 
 @dataclass(frozen=True)
@@ -663,7 +659,7 @@ class _Structure:
 def _structure(spec: Spec, factory: Callable[..., nn.Module] | None) -> _Structure:
     from paramcalc.models import chain_problems, is_transformer
 
-    weights = [layer for layer in spec.layers if layer.kind in ("linear", "embedding")]
+    weights = spec.weight_layers
     if not weights:
         raise SpecError([Problem("layers", "no linear or embedding layer to verify")], source=spec.source)
     first, last = weights[0], weights[-1]
