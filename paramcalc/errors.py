@@ -6,10 +6,22 @@ Every problem with user input becomes a :class:`SpecError` that names the file, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-__all__ = ["Problem", "SpecError", "format_path"]
+__all__ = ["Problem", "SpecError", "format_path", "lookup"]
+
+T = TypeVar("T")
+
+
+def lookup(registry: Mapping[str, T], name: object, what: str) -> T:
+    """``registry[name]``, or a ValueError that lists the known names (``what``: "optimizer")."""
+    try:
+        return registry[name]  # type: ignore[index]
+    except (KeyError, TypeError):
+        known = ", ".join(registry)
+        raise ValueError(f"unknown {what} {name!r}; expected one of: {known}") from None
 
 
 def format_path(loc: Sequence[str | int]) -> str:

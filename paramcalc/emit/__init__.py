@@ -6,6 +6,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from paramcalc.errors import lookup
+
 __all__ = ["EMITTERS", "emit"]
 
 # target -> (module, function). Imported on use, so `--emit json` never loads jinja2.
@@ -20,11 +22,7 @@ EMITTERS: dict[str, tuple[str, str]] = {
 
 
 def get_emitter(target: str) -> Callable[..., str]:
-    try:
-        module, func = EMITTERS[target]
-    except KeyError:
-        known = ", ".join(EMITTERS)
-        raise ValueError(f"unknown emit target {target!r}; expected one of: {known}") from None
+    module, func = lookup(EMITTERS, target, "emit target")
     return getattr(importlib.import_module(module), func)
 
 

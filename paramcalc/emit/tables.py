@@ -27,7 +27,7 @@ import sympy
 from paramcalc.emit.printing import exponent_text
 from paramcalc.emit.templating import render
 from paramcalc.engine import Derivation, derive
-from paramcalc.errors import SpecError
+from paramcalc.errors import SpecError, lookup
 from paramcalc.spec import Spec, load_spec
 
 __all__ = [
@@ -127,11 +127,7 @@ class Document:
 
 
 def get_format(name: str) -> TableFormat:
-    try:
-        module, attr = TABLE_FORMATS[name]
-    except KeyError:
-        known = ", ".join(TABLE_FORMATS)
-        raise ValueError(f"unknown table format {name!r}; expected one of: {known}") from None
+    module, attr = lookup(TABLE_FORMATS, name, "table format")
     return getattr(importlib.import_module(module), attr)
 
 

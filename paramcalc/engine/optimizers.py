@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import sympy
 
+from paramcalc.errors import lookup
+
 __all__ = ["OPTIMIZERS", "Optimizer", "get_optimizer"]
 
 
@@ -69,8 +71,4 @@ OPTIMIZERS: dict[str, Optimizer] = {
 
 
 def get_optimizer(name: str) -> Optimizer:
-    try:
-        return OPTIMIZERS[name]
-    except (KeyError, TypeError):
-        known = ", ".join(OPTIMIZERS)
-        raise ValueError(f"unknown optimizer {name!r}; expected one of: {known}") from None
+    return lookup(OPTIMIZERS, name, "optimizer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from paramcalc.engine.rules import mup, ntp, sp, spectral
 from paramcalc.engine.rules.base import Rule, Scales, TensorShape
+from paramcalc.errors import lookup
 
 __all__ = ["RULES", "Rule", "Scales", "TensorShape", "get_rule"]
 
@@ -11,8 +12,4 @@ RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (spectral, mup, ntp, sp)}
 
 
 def get_rule(name: str) -> Rule:
-    try:
-        return RULES[name]
-    except (KeyError, TypeError):
-        known = ", ".join(RULES)
-        raise ValueError(f"unknown parametrization {name!r}; expected one of: {known}") from None
+    return lookup(RULES, name, "parametrization")
