@@ -8,19 +8,23 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def mlp_dict(**overrides):
-    """The paper's 3-layer MLP shape, as a spec dict (biases optional)."""
-    spec = {
-        "name": "mlp",
-        "widths": {"n0": 3072, "d": {"base": 256}, "n_out": 10},
+def paper_mlp(n0: int = 3072, n_out: int = 1) -> dict:
+    """The paper's 3-layer MLP (Sec. 6, App. A): input n0, hidden d (base 256), output n_out."""
+    return {
+        "name": "paper-mlp",
+        "widths": {"n0": n0, "d": {"base": 256}, "n_out": n_out},
         "layers": [
             {"name": "fc1", "fan_in": "n0", "fan_out": "d"},
             {"name": "fc2", "fan_in": "d", "fan_out": "d"},
             {"name": "head", "fan_in": "d", "fan_out": "n_out"},
         ],
     }
-    spec.update(overrides)
-    return spec
+
+
+def mlp_dict(**overrides):
+    """The paper's 3-layer MLP shape with 10 outputs, named "mlp", as a spec dict; ``overrides``
+    replace top-level keys."""
+    return {**paper_mlp(n_out=10), "name": "mlp", **overrides}
 
 
 def small_gpt(

@@ -26,17 +26,9 @@ from paramcalc.engine.calculus import (
     target_exponents,
 )
 from paramcalc.errors import SpecError
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, paper_mlp
 
-PAPER_MLP = {
-    "name": "paper-mlp",
-    "widths": {"n0": 3072, "d": {"base": 256}, "n_out": 1},
-    "layers": [
-        {"name": "fc1", "fan_in": "n0", "fan_out": "d"},
-        {"name": "fc2", "fan_in": "d", "fan_out": "d"},
-        {"name": "head", "fan_in": "d", "fan_out": "n_out"},
-    ],
-}
+PAPER_MLP = paper_mlp()
 
 HALF = R(1, 2)
 

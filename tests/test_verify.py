@@ -23,21 +23,9 @@ from paramcalc.verify import run as run_module  # noqa: E402
 from paramcalc.verify.data import make_batch  # noqa: E402
 from paramcalc.verify.measure import RunSettings  # noqa: E402
 from paramcalc.verify.model import apply_parametrization, build  # noqa: E402
-from tests.conftest import EXAMPLES  # noqa: E402
+from tests.conftest import EXAMPLES, paper_mlp  # noqa: E402
 
 WIDTHS = [32, 64, 128, 256]
-
-
-def paper_mlp(n0: int = 3072, n_out: int = 1) -> dict:
-    return {
-        "name": "paper-mlp",
-        "widths": {"n0": n0, "d": {"base": 256}, "n_out": n_out},
-        "layers": [
-            {"name": "fc1", "fan_in": "n0", "fan_out": "d"},
-            {"name": "fc2", "fan_in": "d", "fan_out": "d"},
-            {"name": "head", "fan_in": "d", "fan_out": "n_out"},
-        ],
-    }
 
 
 # What must fail, by the paper (and tests/test_calculus.py's exponents): (quantity, subject) pairs.

@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
 from paramcalc.cli import app  # noqa: E402
+from tests.conftest import paper_mlp  # noqa: E402
 
 runner = CliRunner()
 
-PAPER_MLP = """\
-name: paper-mlp
-widths: {n0: 3072, d: {base: 256}, n_out: 1}
-layers:
-  - {name: fc1, fan_in: n0, fan_out: d}
-  - {name: fc2, fan_in: d, fan_out: d}
-  - {name: head, fan_in: d, fan_out: n_out}
-"""
+PAPER_MLP = yaml.safe_dump(paper_mlp(), sort_keys=False)  # a spec file's text
 FAST = ["--widths", "32,64,128", "--steps", "2", "--seeds", "3", "--device", "cpu"]
 
 
