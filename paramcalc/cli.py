@@ -145,9 +145,9 @@ def write_output(content: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(content)
         return
-    from paramcalc.files import write_atomically
+    from paramcalc.files import write_text_atomically
 
-    write_atomically(output, lambda tmp: Path(tmp).write_text(content, encoding="utf-8"))
+    write_text_atomically(output, content)
 
 
 @app.command()

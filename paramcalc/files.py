@@ -9,7 +9,7 @@ from pathlib import Path
 
 from paramcalc.errors import SpecError
 
-__all__ = ["write_atomically"]
+__all__ = ["write_atomically", "write_text_atomically"]
 
 
 def _file_mode(path: Path) -> int:
@@ -43,3 +43,8 @@ def write_atomically(path: Path, write: Callable[[str], None], *, option: str = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: Path, text: str, *, option: str = "-o") -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`."""
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), option=option)

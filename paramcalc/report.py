@@ -88,12 +88,12 @@ def print_derivation(
             console = Console(width=160)
         console.print(Group(*parts))
     else:
-        from paramcalc.files import write_atomically
+        from paramcalc.files import write_text_atomically
 
         console = Console(record=True, width=160, file=io.StringIO())
         console.print(Group(*parts))
         text_out = console.export_text()
-        write_atomically(output, lambda tmp: Path(tmp).write_text(text_out, encoding="utf-8"))
+        write_text_atomically(output, text_out)
 
 
 def _cells(
