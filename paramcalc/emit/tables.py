@@ -162,12 +162,6 @@ def _rows(derivations: Sequence[Derivation]) -> list[_Row]:
     return rows
 
 
-def _collapse(
-    rows: list[tuple[str, tuple[str, ...]]], fmt: TableFormat
-) -> tuple[tuple[tuple[str, ...], ...], bool]:
-    return collapse_blocks(rows, fmt.repeated, fmt.name_cell)
-
-
 def collapse_blocks(
     rows: Sequence[tuple[str, tuple[str, ...]]],
     repeated: Callable[[str, int], str],
@@ -235,7 +229,7 @@ def _grid(
             param_rows.append((r.name, tuple(cells)))
         else:
             tied_rows.append((fmt.tied(r.name, r.tensor), *cells))
-    collapsed_rows, collapsed = _collapse(param_rows, fmt)
+    collapsed_rows, collapsed = collapse_blocks(param_rows, fmt.repeated, fmt.name_cell)
     lead = [fmt.headers["tensor"], fmt.headers["role"]]
     if single:
         lead.append(fmt.headers["shape"])
@@ -273,7 +267,8 @@ def _constants_grid(
     groups = (("", tuple(
         fmt.headers["scale"] if single else fmt.titles[d.parametrization] for d in derivations
     )),)
-    return Grid(caption, (fmt.headers["constant"],), groups, *_collapse(rows, fmt))
+    collapsed = collapse_blocks(rows, fmt.repeated, fmt.name_cell)
+    return Grid(caption, (fmt.headers["constant"],), groups, *collapsed)
 
 
 # Documents ------------------------------------------------------------------------------------
