@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sympy
@@ -56,8 +55,8 @@ from torch import nn
 
 from paramcalc.engine.derivation import resolve_widths
 from paramcalc.errors import Problem, SpecError
-from paramcalc.spec import Layer, Spec, load_spec
-from paramcalc.spec.schema import RepeatBlock
+from paramcalc.spec import Spec, load_spec
+from paramcalc.spec.topology import Step
 
 __all__ = [
     "ACTIVATIONS",
@@ -213,15 +212,6 @@ class OneHotLinear(nn.Linear):
         return out + self.bias if self.bias is not None else out
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One step of a forward plan: apply ``layer`` (a module path) as ``op``."""
-
-    op: str  # weight | act | norm | residual | embed | position
-    layer: str = ""
-    norm: str = ""
-
-
 class _SpecModule(nn.Module):
     """A model built from a spec: ``spec`` and ``widths`` (every width symbol's integer value)
     are kept as attributes; ``forward`` follows a plan of steps over the spec's layers."""
@@ -231,7 +221,7 @@ class _SpecModule(nn.Module):
         self.spec = spec
         self.widths = dict(widths)
         self.activation = activation
-        self._plan: tuple[_Step, ...] = ()
+        self._plan: tuple[Step, ...] = ()
         self._ties: tuple[tuple[str, str], ...] = ()  # (using layer, owning layer)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> _SpecModule:
@@ -298,129 +288,24 @@ class TransformerModel(_SpecModule):
 
 
 # Structure checks ---------------------------------------------------------------------------------
-def _same(a: sympy.Expr, b: sympy.Expr) -> bool:
-    return a == b or sympy.expand(a - b) == 0
-
-
 def chain_problems(spec: SpecLike) -> list[Problem]:
-    """Why ``spec`` is not a chain (empty when it is); see the module docstring."""
-    spec = load_spec(spec)
-    problems: list[Problem] = []
-    features: sympy.Expr | None = None  # width of the signal between layers; None before any
-    first_weight = True
-    for layer in spec.layers:
-        if layer.kind in ("attention", "mlp") or "block" in layer.attrs:
-            block = layer.attrs.get("block", layer.name)
-            return [Problem(layer.path, f"{block!r} is an attention or MLP block; a chain holds "
-                                        "only linear, embedding and norm layers")]
-        if layer.kind == "norm":
-            if features is not None and not _same(layer.attrs["dim"], features):
-                problems.append(Problem(layer.path, f"norm {layer.name!r} has dim "
-                                                    f"{layer.attrs['dim']}, but the signal there has "
-                                                    f"width {features}"))
-            continue
-        fan_in, fan_out = layer.attrs["fan_in"], layer.attrs["fan_out"]
-        if layer.kind == "embedding" and not first_weight:
-            problems.append(Problem(layer.path, f"embedding {layer.name!r} must be the first "
-                                                "weight layer of a chain (it reads token ids)"))
-        if features is not None and not _same(fan_in, features):
-            problems.append(Problem(layer.path, f"{layer.name!r} has fan_in {fan_in}, but the "
-                                                f"previous layer's fan_out is {features}"))
-        features = fan_out
-        first_weight = False
-    if features is None:
-        problems.append(Problem("layers", "a chain needs at least one linear or embedding layer"))
-    return problems
+    """Why ``spec`` is not a chain (empty when it is); see :mod:`paramcalc.spec.topology`."""
+    return list(load_spec(spec).topology.chain_problems)
 
 
 def is_chain(spec: SpecLike) -> bool:
     """Whether :func:`build_model` builds ``spec`` as a chain of linear / embedding layers."""
-    return not chain_problems(spec)
-
-
-def _transformer_plan(spec: Spec) -> tuple[list[_Step], list[Problem]]:
-    """The forward plan of a transformer spec, and the problems that prevent one."""
-    problems: list[Problem] = []
-    if not any(layer.kind == "attention" for layer in spec.layers):
-        return [], [Problem("layers", "a transformer needs at least one attention layer")]
-    top = [layer for layer in spec.layers if "block" not in layer.attrs]
-    plan: list[_Step] = []
-    i = 0
-    if not top or top[0].kind != "embedding":
-        return [], [Problem(top[0].path if top else "layers",
-                            "a transformer starts with its token embedding")]
-    width = top[0].attrs["fan_out"]
-    plan.append(_Step("embed", top[0].name))
-    i = 1
-    while i < len(top) and top[i].kind == "embedding":
-        if not _same(top[i].attrs["fan_out"], width):
-            problems.append(Problem(top[i].path, f"position embedding {top[i].name!r} has dim "
-                                                 f"{top[i].attrs['fan_out']}, expected {width}"))
-        plan.append(_Step("position", top[i].name))
-        i += 1
-    readout: sympy.Expr | None = None  # signal width once the readout layers have begun
-    while i < len(top):
-        layer = top[i]
-        here = width if readout is None else readout
-        if layer.kind == "embedding":
-            problems.append(Problem(layer.path, f"embedding {layer.name!r} must come before the "
-                                                "blocks (token embedding first, then positions)"))
-        elif layer.kind in ("attention", "mlp"):
-            if readout is not None:
-                problems.append(Problem(layer.path, f"{layer.name!r} comes after the readout"))
-            elif not _same(layer.attrs["d_model"], width):
-                problems.append(Problem(layer.path, f"{layer.name!r} has d_model "
-                                                    f"{layer.attrs['d_model']}, expected {width}"))
-            plan.append(_Step("residual", layer.name))
-        elif layer.kind == "norm":
-            if not _same(layer.attrs["dim"], here):
-                problems.append(Problem(layer.path, f"norm {layer.name!r} has dim "
-                                                    f"{layer.attrs['dim']}, expected {here}"))
-            nxt = top[i + 1] if i + 1 < len(top) else None
-            if readout is None and nxt is not None and nxt.kind in ("attention", "mlp"):
-                plan.append(_Step("residual", nxt.name, norm=layer.name))
-                i += 2
-                if not _same(nxt.attrs["d_model"], width):
-                    problems.append(Problem(nxt.path, f"{nxt.name!r} has d_model "
-                                                      f"{nxt.attrs['d_model']}, expected {width}"))
-                continue
-            plan.append(_Step("norm", layer.name))
-        else:  # linear readout layers, activation between them
-            if not _same(layer.attrs["fan_in"], here):
-                problems.append(Problem(layer.path, f"{layer.name!r} has fan_in "
-                                                    f"{layer.attrs['fan_in']}, expected {here}"))
-            if readout is not None:
-                plan.append(_Step("act"))
-            plan.append(_Step("weight", layer.name))
-            readout = layer.attrs["fan_out"]
-        i += 1
-    return plan, problems
+    return load_spec(spec).topology.family == "chain"
 
 
 def transformer_problems(spec: SpecLike) -> list[Problem]:
-    """Why ``spec`` is not a transformer (empty when it is); see the module docstring."""
-    return _transformer_plan(load_spec(spec))[1]
+    """Why ``spec`` is not a transformer (empty when it is); see :mod:`paramcalc.spec.topology`."""
+    return list(load_spec(spec).topology.transformer_problems)
 
 
 def is_transformer(spec: SpecLike) -> bool:
     """Whether :func:`build_model` builds ``spec`` as a transformer."""
     return not transformer_problems(spec)
-
-
-def _chain_plan(spec: Spec) -> list[_Step]:
-    plan: list[_Step] = []
-    previous_linear = False
-    for layer in spec.layers:
-        if layer.kind == "norm":
-            plan.append(_Step("norm", layer.name))
-            continue
-        if previous_linear:
-            plan.append(_Step("act"))
-        plan.append(_Step("weight", layer.name))
-        previous_linear = layer.kind == "linear"
-    # The activation goes on the input of the next weight layer, after any norms in between:
-    # Linear -> Norm -> act -> Linear.
-    return plan
 
 
 # Building -----------------------------------------------------------------------------------------
@@ -464,28 +349,6 @@ def _add(parent: nn.Module, name: str, module: nn.Module, spec: Spec, where: str
                         source=spec.source) from None
 
 
-def _module(layer: Layer, spec: Spec, dims: _Dims, factory: dict[str, object]) -> nn.Module:
-    """The torch module of one spec layer (attention and MLP blocks without their projections)."""
-    a = layer.attrs
-    if layer.kind == "linear":
-        cls = OneHotLinear if a["input"] == "sparse" else nn.Linear
-        return cls(dims(a["fan_in"], layer.path), dims(a["fan_out"], layer.path),
-                   bias="bias" in layer.params, **factory)
-    if layer.kind == "embedding":
-        return nn.Embedding(dims(a["fan_in"], layer.path), dims(a["fan_out"], layer.path), **factory)
-    if layer.kind == "norm":
-        cls = RMSNorm if a["norm"] == "rmsnorm" else LayerNorm
-        return cls(dims(a["dim"], layer.path), bias="bias" in layer.params, **factory)
-    if layer.kind in ("attention", "mlp"):
-        names = {k: v.rsplit(".", 1)[1] for k, v in a["projections"].items()}
-        if layer.kind == "mlp":
-            return Mlp(names, bool(a["gated"]), spec.activation)
-        return Attention(dims(a["n_heads"], layer.path), dims(a["d_head"], layer.path), names,
-                         bool(a["fused"]))
-    raise SpecError([Problem(layer.path, f"unsupported layer kind {layer.kind!r}")],  # pragma: no cover
-                    source=spec.source)
-
-
 def _assemble(root: nn.Module, spec: Spec, dims: _Dims, factory: dict[str, object]) -> None:
     """Attach every layer's module at its path, then share tied weights."""
     # A block (attention, mlp) is listed after its projections but must exist before them, as
@@ -493,10 +356,11 @@ def _assemble(root: nn.Module, spec: Spec, dims: _Dims, factory: dict[str, objec
     # spec's order and a tied weight under its owner's name.
     position = {layer.name: float(i) for i, layer in enumerate(spec.layers)}
     for layer in spec.layers:
-        if layer.kind in ("attention", "mlp"):
+        if "projections" in layer.attrs:
             position[layer.name] = min(position[p] for p in layer.attrs["projections"].values()) - 0.5
     for layer in sorted(spec.layers, key=lambda layer: position[layer.name]):
-        _attach(root, layer.name, _module(layer, spec, dims, factory), spec, layer.path)
+        module = layer.definition.torch_module(layer, dims, factory, spec.activation)
+        _attach(root, layer.name, module, spec, layer.path)
     tied = [layer for layer in spec.layers if layer.attrs.get("tie")]
     for layer in tied:
         # The spec checked that the stored shapes agree.
@@ -534,24 +398,20 @@ def build_model(
         factory["device"] = device
     if dtype is not None:
         factory["dtype"] = dtype
-    chain = chain_problems(spec)
-    if not chain:
-        model: ChainModel | TransformerModel = ChainModel(spec, values, spec.activation)
-        plan = _chain_plan(spec)
-    else:
-        plan, problems = _transformer_plan(spec)
-        if problems:
-            raise SpecError(_neither(chain, problems), source=spec.source)
-        model = TransformerModel(spec, values, spec.activation)
+    plan = spec.topology
+    if plan.family is None:
+        raise SpecError(_neither(plan.chain_problems, plan.transformer_problems), source=spec.source)
+    cls = ChainModel if plan.family == "chain" else TransformerModel
+    model = cls(spec, values, spec.activation)
     _assemble(model, spec, _Dims(spec, values), factory)
-    model._plan = tuple(plan)
+    model._plan = plan.steps
     return model
 
 
 def _repeat_symbols(layers: Sequence[object]) -> set[str]:
     found: set[str] = set()
     for layer in layers:
-        if isinstance(layer, RepeatBlock):
+        if layer.kind == "repeat":
             if isinstance(layer.repeat, str):
                 found.add(layer.repeat)
             found |= _repeat_symbols(layer.layers)

@@ -19,22 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 
 from paramcalc.errors import Problem, SpecError
+from paramcalc.kinds import LayerKind, get_kind
+from paramcalc.kinds.linear import LinearLayer
 from paramcalc.spec.expr import ExprError, parse_expr
-from paramcalc.spec.schema import (
-    AttentionLayer,
-    EmbeddingLayer,
-    LinearLayer,
-    MlpLayer,
-    NormLayer,
-    RepeatBlock,
-    SpecModel,
-)
 from paramcalc.symbolic import theta_exponent, width_symbol
+
+if TYPE_CHECKING:
+    from paramcalc.spec.topology import Topology
 
 __all__ = ["Layer", "Spec", "Tensor", "TiedUse", "Width"]
 
@@ -117,10 +114,11 @@ class Tensor:
 class Layer:
     """One module of the model, after ``repeat`` blocks are expanded.
 
-    ``kind`` is the spec's layer kind (``attention`` and ``mlp`` blocks are layers whose projections
-    appear as their own ``linear`` layers, e.g. ``blocks.0.attn.q``). ``params`` maps the
-    module's parameter names to tensor names (a tied weight names the owner's tensor). ``attrs``
-    holds what a model builder needs: dims as sympy expressions, flags.
+    ``kind`` is the registry name of the layer's kind (``attention`` and ``mlp`` blocks are layers
+    whose projections appear as their own ``linear`` layers, e.g. ``blocks.0.attn.q``). ``params``
+    maps the module's parameter names to tensor names (a tied weight names the owner's tensor).
+    ``attrs`` holds the kind's resolved attributes (dims as sympy expressions, flags); each kind's
+    class documents its keys.
     """
 
     name: str
@@ -128,6 +126,11 @@ class Layer:
     path: str
     params: Mapping[str, str]
     attrs: Mapping[str, object]
+
+    @property
+    def definition(self) -> LayerKind:
+        """The registered kind that owns what is particular to this layer (:mod:`paramcalc.kinds`)."""
+        return get_kind(self.kind)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class Spec:
     activation: str
     source: str
     layers: tuple[Layer, ...] = ()
-    model: SpecModel | None = field(default=None, repr=False)
+    model: Any = field(default=None, repr=False)  # the validated schema.SpecModel
 
     @property
     def symbols(self) -> dict[str, sympy.Symbol]:
@@ -161,6 +164,13 @@ class Spec:
         matrix (attention and MLP blocks count through their projections)."""
         return tuple(layer for layer in self.layers if layer.kind in ("linear", "embedding"))
 
+    @cached_property
+    def topology(self) -> Topology:
+        """The spec's family (chain or transformer) and forward plan, computed once."""
+        from paramcalc.spec.topology import topology
+
+        return topology(self)
+
     def tensor(self, name: str) -> Tensor:
         for t in self.tensors:
             if t.name == name:
@@ -180,7 +190,7 @@ class Spec:
 class _Builder:
     """Parses expressions and expands layers into tensors, collecting every problem found."""
 
-    def __init__(self, model: SpecModel) -> None:
+    def __init__(self, model: Any) -> None:
         self.model = model
         self.problems: list[Problem] = []
         self.widths: dict[str, Width] = {}
@@ -275,25 +285,15 @@ class _Builder:
         for i, layer in enumerate(layers):
             path = f"{base_path}[{i}]"
             name = prefix + layer.name
-            if isinstance(layer, RepeatBlock):
+            if layer.kind == "repeat":
                 count = self._count(layer, path)
                 for k in range(count):
                     self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")
                 continue
-            if not self._claim(name, path):
-                continue
-            if isinstance(layer, LinearLayer):
-                self._linear(name, layer, path)
-            elif isinstance(layer, EmbeddingLayer):
-                self._embedding(name, layer, path)
-            elif isinstance(layer, NormLayer):
-                self._norm(name, layer, path)
-            elif isinstance(layer, AttentionLayer):
-                self._attention(name, layer, path)
-            elif isinstance(layer, MlpLayer):
-                self._mlp(name, layer, path)
+            if self.claim(name, path):
+                get_kind(_kind_name(layer)).expand(self, name, layer, path)
 
-    def _claim(self, name: str, path: str) -> bool:
+    def claim(self, name: str, path: str) -> bool:
         if name in self._seen:
             self.problems.append(Problem(
                 f"{path}.name", f"duplicate layer name {name!r} (first used at {self._seen[name]})"
@@ -302,7 +302,7 @@ class _Builder:
         self._seen[name] = path
         return True
 
-    def _count(self, block: RepeatBlock, path: str) -> int:
+    def _count(self, block: Any, path: str) -> int:
         if isinstance(block.repeat, int):
             return block.repeat
         width = self.widths.get(block.repeat)
@@ -318,7 +318,7 @@ class _Builder:
             return 0
         return width.value
 
-    def _vector(
+    def vector(
         self, layer: str, param: str, kind: Literal["bias", "gain"], fan_out: sympy.Expr,
         init: Literal["normal", "zeros", "ones"], path: str,
     ) -> Tensor:
@@ -330,7 +330,7 @@ class _Builder:
         self.tensors.append(t)
         return t
 
-    def _weight(
+    def weight(
         self, name: str, fan_in: sympy.Expr, fan_out: sympy.Expr, input: Literal["dense", "sparse"],
         gain: sympy.Expr, layout: Layout, path: str, tie: str | None,
     ) -> str:
@@ -349,90 +349,25 @@ class _Builder:
         ))
         return f"{name}.weight"
 
-    def _linear(self, name: str, layer: LinearLayer, path: str, **attrs: object) -> None:
-        fan_in = self.dim(layer.fan_in, f"{path}.fan_in")
-        fan_out = self.dim(layer.fan_out, f"{path}.fan_out")
-        gain = self.const(layer.gain, f"{path}.gain")
-        if fan_in is None or fan_out is None or gain is None:
-            return
-        params = {"weight": self._weight(name, fan_in, fan_out, layer.input, gain, "out_in", path,
-                                         layer.tie)}
-        if layer.bias:
-            init: Literal["normal", "zeros"] = "normal" if layer.bias_init == "normal" else "zeros"
-            params["bias"] = self._vector(name, "bias", "bias", fan_out, init, path).name
-        self.layers.append(Layer(name, "linear", path, params, {
-            "fan_in": fan_in, "fan_out": fan_out, "input": layer.input, "tie": layer.tie, **attrs,
-        }))
+    def add_layer(
+        self, name: str, kind: str, path: str, params: Mapping[str, str], attrs: Mapping[str, object]
+    ) -> None:
+        """Record a layer (after its tensors, added with :meth:`weight` and :meth:`vector`)."""
+        self.layers.append(Layer(name, kind, path, params, attrs))
 
-    def _embedding(self, name: str, layer: EmbeddingLayer, path: str) -> None:
-        vocab = self.dim(layer.vocab, f"{path}.vocab")
-        dim = self.dim(layer.dim, f"{path}.dim")
-        gain = self.const(layer.gain, f"{path}.gain")
-        if vocab is None or dim is None or gain is None:
-            return
-        weight = self._weight(name, vocab, dim, "sparse", gain, "in_out", path, layer.tie)
-        self.layers.append(Layer(name, "embedding", path, {"weight": weight},
-                                 {"fan_in": vocab, "fan_out": dim, "input": "sparse",
-                                  "tie": layer.tie}))
-
-    def _norm(self, name: str, layer: NormLayer, path: str) -> None:
-        dim = self.dim(layer.dim, f"{path}.dim")
-        if dim is None:
-            return
-        params = {"weight": self._vector(name, "weight", "gain", dim, "ones", path).name}
-        if layer.has_bias:
-            params["bias"] = self._vector(name, "bias", "bias", dim, "zeros", path).name
-        norm = "rmsnorm" if layer.kind == "rmsnorm" else "layernorm"
-        self.layers.append(Layer(name, "norm", path, params, {"dim": dim, "norm": norm}))
-
-    def _projections(
+    def projections(
         self, block: str, parts: Mapping[str, tuple[str | int, str | int]], names: object, bias: bool,
         path: str,
     ) -> dict[str, str]:
         """The linear layers of an attention or MLP block, named ``<block>.<names.part>``."""
+        linear = get_kind("linear")
         subs = {}
         for part, (fan_in, fan_out) in parts.items():
             name = subs[part] = f"{block}.{getattr(names, part)}"
-            self._claim(name, path)
-            self._linear(name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),
-                         path, block=block, part=part)
+            self.claim(name, path)
+            linear.expand(self, name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),  # type: ignore[attr-defined]
+                          path, block=block, part=part)
         return subs
-
-    def _attention(self, name: str, layer: AttentionLayer, path: str) -> None:
-        d_model = self.dim(layer.d_model, f"{path}.d_model")
-        n_heads = self.dim(layer.n_heads, f"{path}.n_heads")
-        d_head = self.dim(layer.d_head, f"{path}.d_head")
-        if d_model is None or n_heads is None or d_head is None:
-            return
-        # Sub-expressions are written back as text for the projections' own parsing (cached).
-        width = f"({layer.n_heads})*({layer.d_head})"
-        names = layer.names
-        if layer.fused:
-            projections = {"qkv": (layer.d_model, f"3*{width}")}
-        else:
-            projections = {k: (layer.d_model, width) for k in ("q", "k", "v")}
-        projections["o"] = (width, layer.d_model)
-        subs = self._projections(name, projections, names, layer.bias, path)
-        self.layers.append(Layer(name, "attention", path, {}, {
-            "d_model": d_model, "n_heads": n_heads, "d_head": d_head, "fused": layer.fused,
-            "projections": subs,
-        }))
-
-    def _mlp(self, name: str, layer: MlpLayer, path: str) -> None:
-        d_model = self.dim(layer.d_model, f"{path}.d_model")
-        d_ff_raw = layer.d_ff if layer.d_ff is not None else f"{layer.expansion}*({layer.d_model})"
-        d_ff = self.dim(d_ff_raw, f"{path}.d_ff")
-        if d_model is None or d_ff is None:
-            return
-        names = layer.names
-        parts = {"fc": (layer.d_model, d_ff_raw)}
-        if layer.gated:
-            parts["gate"] = (layer.d_model, d_ff_raw)
-        parts["proj"] = (d_ff_raw, layer.d_model)
-        subs = self._projections(name, parts, names, layer.bias, path)
-        self.layers.append(Layer(name, "mlp", path, {}, {
-            "d_model": d_model, "d_ff": d_ff, "gated": layer.gated, "projections": subs,
-        }))
 
     def _resolve_ties(self) -> None:
         owners = {t.layer: t for t in self.tensors if t.param == "weight" and t.kind == "weight"}
@@ -458,8 +393,15 @@ class _Builder:
                 self.tensors[i] = replace(t, tied_uses=tuple(uses[t.name]))
 
 
-def build_spec(model: SpecModel, source: str) -> Spec:
-    """Resolve a validated :class:`SpecModel` into a :class:`Spec`; raise :class:`SpecError`."""
+def _kind_name(entry: Any) -> str:
+    """The registry name of a validated layer entry's kind (``layernorm`` -> ``norm``)."""
+    from paramcalc.spec import schema
+
+    return schema._TAGS[entry.kind]
+
+
+def build_spec(model: Any, source: str) -> Spec:
+    """Resolve a validated ``schema.SpecModel`` into a :class:`Spec`; raise :class:`SpecError`."""
     builder = _Builder(model)
     builder.build()
     if builder.problems:

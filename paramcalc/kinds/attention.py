@@ -1,0 +1,89 @@
+"""``attention``: multi-head self-attention, a residual branch of a transformer.
+
+Its projections are linear layers of their own (``<block>.q``, ``.k``, ``.v`` or one fused
+``.qkv``, and ``.o``), so every rule treats them as any other weight. What is particular to
+attention is the logit scale on ``q . k``, a derived constant (``"<layer>.scale"``) that the rule
+gives (:meth:`Rule.attention_scale`).
+"""
+
+from typing import Any, Literal
+
+from pydantic import StrictBool
+
+from paramcalc.kinds.base import LayerKind
+from paramcalc.kinds.fields import Dim, Name, SpecEntry
+
+__all__ = ["KIND", "Attention", "AttentionLayer", "AttentionNames"]
+
+
+class AttentionNames(SpecEntry):
+    """Submodule names of the projections inside an attention block."""
+
+    q: Name = "q"
+    k: Name = "k"
+    v: Name = "v"
+    qkv: Name = "qkv"
+    o: Name = "o"
+
+
+class AttentionLayer(SpecEntry):
+    """Multi-head self-attention: q, k, v projections ``d_model -> n_heads*d_head`` and an output
+    projection back (``fused: true``: one ``qkv`` projection of width ``3*n_heads*d_head``).
+
+    The derivation also gives the attention-logit scale to pass to attention.
+    """
+
+    kind: Literal["attention"]
+    name: Name
+    d_model: Dim
+    n_heads: Dim
+    d_head: Dim
+    bias: StrictBool = False
+    fused: StrictBool = False
+    names: AttentionNames = AttentionNames()
+
+
+class Attention(LayerKind):
+    """Attributes of its layers: ``d_model``, ``n_heads``, ``d_head`` (sympy), ``fused`` and
+    ``projections`` (part -> layer name)."""
+
+    name = "attention"
+    schema = AttentionLayer
+    residual_branch = True
+    mixes_tokens = True
+
+    def expand(self, builder: Any, name: str, entry: AttentionLayer, path: str) -> None:
+        d_model = builder.dim(entry.d_model, f"{path}.d_model")
+        n_heads = builder.dim(entry.n_heads, f"{path}.n_heads")
+        d_head = builder.dim(entry.d_head, f"{path}.d_head")
+        if d_model is None or n_heads is None or d_head is None:
+            return
+        # Sub-expressions are written back as text for the projections' own parsing (cached).
+        width = f"({entry.n_heads})*({entry.d_head})"
+        if entry.fused:
+            parts = {"qkv": (entry.d_model, f"3*{width}")}
+        else:
+            parts = {k: (entry.d_model, width) for k in ("q", "k", "v")}
+        parts["o"] = (width, entry.d_model)
+        subs = builder.projections(name, parts, entry.names, entry.bias, path)
+        builder.add_layer(name, self.name, path, {}, {
+            "d_model": d_model, "n_heads": n_heads, "d_head": d_head, "fused": entry.fused,
+            "projections": subs,
+        })
+
+    def width_in(self, layer: Any) -> Any:
+        return layer.attrs["d_model"]
+
+    def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
+        from paramcalc.models import Attention as AttentionModule
+
+        names = {k: v.rsplit(".", 1)[1] for k, v in layer.attrs["projections"].items()}
+        return AttentionModule(dims(layer.attrs["n_heads"], layer.path),
+                               dims(layer.attrs["d_head"], layer.path), names, bool(layer.attrs["fused"]))
+
+    def constants(self, layer: Any, rule: Any, base: Any) -> dict[str, Any]:
+        d_head = layer.attrs["d_head"]
+        return {f"{layer.name}.scale": rule.attention_scale(d_head, d_head.xreplace(base))}
+
+
+KIND = Attention()

@@ -1,0 +1,57 @@
+"""Field types shared by every layer kind's schema: names, dimensions, constants.
+
+Expressions (``fan_in: 4*d``) stay strings here; :mod:`paramcalc.spec.architecture` parses them
+against the declared widths.
+"""
+
+# No ``from __future__ import annotations`` here: pydantic would evaluate every annotation from a
+# string at import.
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictStr
+
+__all__ = ["Const", "Dim", "Name", "SpecEntry", "show"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\Z")
+
+
+def show(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_name(value: str) -> str:
+    if len(value) > 200 or not _NAME.match(value):
+        raise ValueError(
+            "expected a Python identifier, or identifiers and integers joined by dots "
+            f"(a submodule path such as blocks.0.attn.q), got {value[:60]!r}"
+        )
+    return value
+
+
+def _check_dim(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(
+            "expected a positive integer or an arithmetic expression over width symbols "
+            f"such as 4*d, got {show(value)}"
+        )
+    return value
+
+
+def _check_const(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a positive number or an expression such as sqrt(2), got {show(value)}")
+    return value
+
+
+Name = Annotated[StrictStr, AfterValidator(_check_name)]
+Dim = Annotated[int | str, BeforeValidator(_check_dim)]
+Const = Annotated[int | float | str, BeforeValidator(_check_const)]
+
+
+class SpecEntry(BaseModel):
+    """Base of every model in a spec: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

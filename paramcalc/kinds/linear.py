@@ -1,0 +1,79 @@
+"""``linear``: a weight matrix ``fan_out x fan_in`` (torch ``nn.Linear`` layout), optionally a bias.
+
+Its input is dense (``d_in = fan_in``) or one-hot (``input: sparse``, ``d_in = 1``: App. E). In a
+chain the activation is applied to the input of the next weight layer.
+"""
+
+from typing import Any, Literal
+
+from pydantic import StrictBool
+
+from paramcalc.kinds.base import LayerKind
+from paramcalc.kinds.fields import Const, Dim, Name, SpecEntry
+
+__all__ = ["KIND", "Linear", "LinearLayer"]
+
+
+class LinearLayer(SpecEntry):
+    """A weight matrix ``fan_out x fan_in`` (torch ``nn.Linear`` layout), optionally with a bias.
+
+    ``tie: other`` makes this layer use the weight of layer ``other`` (same stored shape) instead
+    of a tensor of its own, e.g. a readout tied to the token embedding.
+    """
+
+    kind: Literal["linear"] = "linear"
+    name: Name
+    fan_in: Dim
+    fan_out: Dim
+    input: Literal["dense", "sparse"] = "dense"
+    bias: StrictBool = False
+    gain: Const = 1
+    bias_init: Literal["zeros", "normal"] = "zeros"
+    tie: Name | None = None
+
+
+class Linear(LayerKind):
+    """Attributes of its layers: ``fan_in``, ``fan_out`` (sympy), ``input``, ``tie``; a projection
+    of a block also has ``block`` and ``part``."""
+
+    name = "linear"
+    schema = LinearLayer
+    chain_role = "weight"
+    activates = True
+    flax_leaves = {"weight": "kernel", "bias": "bias"}
+
+    def expand(self, builder: Any, name: str, entry: LinearLayer, path: str, **attrs: object) -> None:
+        fan_in = builder.dim(entry.fan_in, f"{path}.fan_in")
+        fan_out = builder.dim(entry.fan_out, f"{path}.fan_out")
+        gain = builder.const(entry.gain, f"{path}.gain")
+        if fan_in is None or fan_out is None or gain is None:
+            return
+        weight = builder.weight(name, fan_in, fan_out, entry.input, gain, "out_in", path, entry.tie)
+        params = {"weight": weight}
+        if entry.bias:
+            init = "normal" if entry.bias_init == "normal" else "zeros"
+            params["bias"] = builder.vector(name, "bias", "bias", fan_out, init, path).name
+        builder.add_layer(name, self.name, path, params, {
+            "fan_in": fan_in, "fan_out": fan_out, "input": entry.input, "tie": entry.tie, **attrs,
+        })
+
+    def width_in(self, layer: Any) -> Any:
+        return layer.attrs["fan_in"]
+
+    def width_out(self, layer: Any) -> Any:
+        return layer.attrs["fan_out"]
+
+    def dense(self, layer: Any) -> bool:
+        return layer.attrs.get("input", "dense") == "dense"
+
+    def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
+        from torch import nn
+
+        from paramcalc.models import OneHotLinear
+
+        cls = OneHotLinear if layer.attrs["input"] == "sparse" else nn.Linear
+        return cls(dims(layer.attrs["fan_in"], layer.path), dims(layer.attrs["fan_out"], layer.path),
+                   bias="bias" in layer.params, **factory)
+
+
+KIND = Linear()
