@@ -75,7 +75,7 @@ class Attention(LayerKind):
         return layer.attrs["d_model"]
 
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
-        from paramcalc.models import Attention as AttentionModule
+        from paramcalc.modules import Attention as AttentionModule
 
         names = {k: v.rsplit(".", 1)[1] for k, v in layer.attrs["projections"].items()}
         return AttentionModule(dims(layer.attrs["n_heads"], layer.path),

@@ -69,7 +69,7 @@ class Linear(LayerKind):
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
         from torch import nn
 
-        from paramcalc.models import OneHotLinear
+        from paramcalc.modules import OneHotLinear
 
         cls = OneHotLinear if layer.attrs["input"] == "sparse" else nn.Linear
         return cls(dims(layer.attrs["fan_in"], layer.path), dims(layer.attrs["fan_out"], layer.path),

@@ -57,7 +57,7 @@ class Mlp(LayerKind):
         return layer.attrs["d_model"]
 
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
-        from paramcalc.models import Mlp as MlpModule
+        from paramcalc.modules import Mlp as MlpModule
 
         names = {k: v.rsplit(".", 1)[1] for k, v in layer.attrs["projections"].items()}
         return MlpModule(names, bool(layer.attrs["gated"]), activation)

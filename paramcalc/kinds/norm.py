@@ -55,7 +55,7 @@ class Norm(LayerKind):
         return layer.attrs["dim"]
 
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
-        from paramcalc.models import LayerNorm, RMSNorm
+        from paramcalc.modules import LayerNorm, RMSNorm
 
         cls = RMSNorm if layer.attrs["norm"] == "rmsnorm" else LayerNorm
         return cls(dims(layer.attrs["dim"], layer.path), bias="bias" in layer.params, **factory)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from paramcalc.errors import Problem, SpecError, format_path
-from paramcalc.spec.architecture import Spec, build_spec
+from paramcalc.spec.architecture import Spec
+from paramcalc.spec.builder import build_spec
 
 __all__ = ["load_spec"]
 

@@ -1,0 +1,255 @@
+"""Expanding a validated spec into parameter tensors and layers.
+
+:class:`Builder` walks the layers (expanding ``repeat`` blocks), hands each entry to its kind
+(:meth:`paramcalc.kinds.LayerKind.expand`), and offers the kinds what they share: parsing a
+dimension or a constant against the declared widths, a tensor's role (the counting rule in
+:mod:`paramcalc.spec.architecture`), adding a weight (or a tied use of another layer's), a vector,
+or the linear projections of a block. Every problem found is collected, so one error names them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Literal
+
+import sympy
+
+from paramcalc.errors import Problem, SpecError
+from paramcalc.kinds import get_kind
+from paramcalc.kinds.linear import LinearLayer
+from paramcalc.spec.architecture import ONE, Layer, Layout, Role, Spec, Tensor, TiedUse, Width
+from paramcalc.spec.expr import ExprError, parse_expr
+from paramcalc.symbolic import theta_exponent, width_symbol
+
+__all__ = ["Builder", "build_spec"]
+
+
+class Builder:
+    """Parses expressions and expands layers into tensors, collecting every problem found."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.problems: list[Problem] = []
+        self.widths: dict[str, Width] = {}
+        for name, value in model.widths.items():
+            scaling = not isinstance(value, int)
+            self.widths[name] = Width(
+                name, width_symbol(name), value if isinstance(value, int) else value.base, scaling
+            )
+        self.symbols = {name: w.symbol for name, w in self.widths.items()}
+        self.base = {w.symbol: sympy.Integer(w.value) for w in self.widths.values()}
+        self.scaling = frozenset(w.symbol for w in self.widths.values() if w.scaling)
+        self._dim_cache: dict[object, sympy.Expr] = {}
+        self._role_cache: dict[tuple[sympy.Expr, sympy.Expr], Role] = {}
+        self.tensors: list[Tensor] = []
+        self.layers: list[Layer] = []
+        self._seen: dict[str, str] = {}
+        self._ties: list[tuple[str, str, TiedUse, str]] = []  # (layer, target, use, storage shape)
+
+    # Expressions ---------------------------------------------------------------------------------
+    def dim(self, raw: int | str, path: str) -> sympy.Expr | None:
+        key = raw if isinstance(raw, str) else ("int", raw)
+        if key in self._dim_cache:
+            return self._dim_cache[key]
+        try:
+            expr = self._dim(raw)
+        except ExprError as exc:
+            self.problems.append(Problem(path, str(exc)))
+            return None
+        self._dim_cache[key] = expr
+        return expr
+
+    def _dim(self, raw: int | str) -> sympy.Expr:
+        if isinstance(raw, int):
+            if raw <= 0 or raw > 10**12:
+                raise ExprError(f"a dimension must be a positive integer, got {raw}")
+            return sympy.Integer(raw)
+        expr = parse_expr(raw, self.symbols)
+        at_base = expr.xreplace(self.base)
+        if not (at_base.is_Integer and at_base > 0):
+            raise ExprError(
+                f"{raw!r} must be a positive integer at the spec's widths, but is {at_base}"
+            )
+        exponent = theta_exponent(expr, self.scaling)
+        if exponent is None or exponent < 0:
+            raise ExprError(f"{raw!r} shrinks as width grows; a dimension must not")
+        # A dimension must stay positive as widths grow (catches 4096 - d).
+        for factor in (2**10, 2**20):
+            grown = expr.xreplace({s: self.base[s] * factor for s in self.scaling})
+            grown = grown.xreplace(self.base)
+            if not grown.is_positive:
+                raise ExprError(f"{raw!r} is not positive when widths grow ({factor}x base)")
+        return expr
+
+    def const(self, raw: int | float | str, path: str) -> sympy.Expr | None:
+        try:
+            if isinstance(raw, str):
+                value = parse_expr(raw, {}, functions=True)
+            elif isinstance(raw, float):
+                value = sympy.Rational(repr(raw))
+            else:
+                value = sympy.Integer(raw)
+            if not value.is_positive:
+                raise ExprError(f"expected a positive constant, got {raw!r}")
+            return value
+        except (ExprError, TypeError, ValueError) as exc:
+            self.problems.append(Problem(path, str(exc)))
+            return None
+
+    def role(self, d_in: sympy.Expr, fan_out: sympy.Expr) -> Role:
+        key = (d_in, fan_out)
+        if key not in self._role_cache:
+            self._role_cache[key] = self._role(d_in, fan_out)
+        return self._role_cache[key]
+
+    def _role(self, d_in: sympy.Expr, fan_out: sympy.Expr) -> Role:
+        scales_in = (theta_exponent(d_in, self.scaling) or 0) > 0
+        scales_out = (theta_exponent(fan_out, self.scaling) or 0) > 0
+        if scales_in and scales_out:
+            return "hidden"
+        if scales_out:
+            return "input"
+        if scales_in:
+            return "output"
+        return "fixed"
+
+    # Layers --------------------------------------------------------------------------------------
+    def build(self) -> None:
+        self._expand(self.model.layers, "", "layers")
+        self._resolve_ties()
+
+    def _expand(self, layers: list, prefix: str, base_path: str) -> None:
+        for i, layer in enumerate(layers):
+            path = f"{base_path}[{i}]"
+            name = prefix + layer.name
+            if layer.kind == "repeat":
+                count = self._count(layer, path)
+                for k in range(count):
+                    self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")
+                continue
+            if self.claim(name, path):
+                get_kind(_kind_name(layer)).expand(self, name, layer, path)
+
+    def claim(self, name: str, path: str) -> bool:
+        if name in self._seen:
+            self.problems.append(Problem(
+                f"{path}.name", f"duplicate layer name {name!r} (first used at {self._seen[name]})"
+            ))
+            return False
+        self._seen[name] = path
+        return True
+
+    def _count(self, block: Any, path: str) -> int:
+        if isinstance(block.repeat, int):
+            return block.repeat
+        width = self.widths.get(block.repeat)
+        if width is None or width.scaling:
+            fixed = ", ".join(n for n, w in self.widths.items() if not w.scaling) or "none"
+            self.problems.append(Problem(
+                f"{path}.repeat",
+                f"expected an integer or a fixed width symbol (fixed: {fixed}), got {block.repeat!r}",
+            ))
+            return 0
+        if width.value > 10_000:
+            self.problems.append(Problem(f"{path}.repeat", "at most 10000 repeats"))
+            return 0
+        return width.value
+
+    def vector(
+        self, layer: str, param: str, kind: Literal["bias", "gain"], fan_out: sympy.Expr,
+        init: Literal["normal", "zeros", "ones"], path: str,
+    ) -> Tensor:
+        t = Tensor(
+            name=f"{layer}.{param}", layer=layer, param=param, kind=kind, fan_in=ONE,
+            fan_out=fan_out, input="constant", gain=ONE, init=init,
+            role=self.role(ONE, fan_out), layout="vector", path=path,
+        )
+        self.tensors.append(t)
+        return t
+
+    def weight(
+        self, name: str, fan_in: sympy.Expr, fan_out: sympy.Expr, input: Literal["dense", "sparse"],
+        gain: sympy.Expr, layout: Layout, path: str, tie: str | None,
+    ) -> str:
+        """Add a weight, or record a tied use of another layer's weight; return the tensor name."""
+        d_in = fan_in if input == "dense" else ONE
+        role = self.role(d_in, fan_out)
+        if tie is not None:
+            use = TiedUse(name, fan_in, fan_out, input, gain, role, path)
+            shape = (fan_in, fan_out) if layout == "in_out" else (fan_out, fan_in)
+            self._ties.append((name, tie, use, shape))
+            return f"{tie}.weight"
+        self.tensors.append(Tensor(
+            name=f"{name}.weight", layer=name, param="weight", kind="weight", fan_in=fan_in,
+            fan_out=fan_out, input=input, gain=gain, init="normal", role=role, layout=layout,
+            path=path,
+        ))
+        return f"{name}.weight"
+
+    def add_layer(
+        self, name: str, kind: str, path: str, params: Mapping[str, str], attrs: Mapping[str, object]
+    ) -> None:
+        """Record a layer (after its tensors, added with :meth:`weight` and :meth:`vector`)."""
+        self.layers.append(Layer(name, kind, path, params, attrs))
+
+    def projections(
+        self, block: str, parts: Mapping[str, tuple[str | int, str | int]], names: object, bias: bool,
+        path: str,
+    ) -> dict[str, str]:
+        """The linear layers of an attention or MLP block, named ``<block>.<names.part>``."""
+        linear = get_kind("linear")
+        subs = {}
+        for part, (fan_in, fan_out) in parts.items():
+            name = subs[part] = f"{block}.{getattr(names, part)}"
+            self.claim(name, path)
+            linear.expand(self, name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),  # type: ignore[attr-defined]
+                          path, block=block, part=part)
+        return subs
+
+    def _resolve_ties(self) -> None:
+        owners = {t.layer: t for t in self.tensors if t.param == "weight" and t.kind == "weight"}
+        uses: dict[str, list[TiedUse]] = {}
+        for name, target, use, shape in self._ties:
+            owner = owners.get(target)
+            if owner is None:
+                tied_layers = {n for n, *_ in self._ties}
+                why = "itself tied" if target in tied_layers else "not a layer with its own weight"
+                self.problems.append(Problem(f"{use.path}.tie", f"cannot tie {name!r} to {target!r}: {why}"))
+                continue
+            if tuple(owner.shape) != tuple(shape):
+                fmt = " x ".join
+                self.problems.append(Problem(
+                    f"{use.path}.tie",
+                    f"cannot tie {name!r} to {target!r}: stored shapes differ "
+                    f"({fmt(map(str, shape))} vs {fmt(map(str, owner.shape))})",
+                ))
+                continue
+            uses.setdefault(owner.name, []).append(use)
+        for i, t in enumerate(self.tensors):
+            if t.name in uses:
+                self.tensors[i] = replace(t, tied_uses=tuple(uses[t.name]))
+
+
+def _kind_name(entry: Any) -> str:
+    """The registry name of a validated layer entry's kind (``layernorm`` -> ``norm``)."""
+    from paramcalc.spec import schema
+
+    return schema._TAGS[entry.kind]
+
+
+def build_spec(model: Any, source: str) -> Spec:
+    """Resolve a validated ``schema.SpecModel`` into a :class:`Spec`; raise :class:`SpecError`."""
+    builder = Builder(model)
+    builder.build()
+    if builder.problems:
+        raise SpecError(builder.problems, source=source)
+    return Spec(
+        name=model.name,
+        widths=builder.widths,
+        tensors=tuple(builder.tensors),
+        activation=model.activation,
+        source=source,
+        layers=tuple(builder.layers),
+        model=model,
+    )
