@@ -1,14 +1,13 @@
 """Slopes across widths, and the verdict: do measurements meet the paper's conditions and the calculus?
 
-Every measured quantity is fit as a power of the sweep width ``n`` (the spec's first scaling width):
-the least-squares slope of ``log value`` against ``log n``, once per seed; the slope is the seeds'
-mean and its uncertainty their standard error (with one seed, the regression's standard error).
+Every measured quantity is fit as a power of the sweep width ``n`` (the spec's first scaling width;
+:mod:`paramcalc.verify.fit`).
 
 Two kinds of check, each on one quantity of one layer or tensor:
 
 agreement
     the measured slope against the calculus' prediction *at the measured widths*: the slope of its
-    finite-width numbers (:meth:`paramcalc.engine.calculus.Scaling.slope`), fit the same way. The
+    finite-width numbers (:func:`paramcalc.verify.fit.predicted_slope`), fit the same way. The
     calculus is a first-step calculus, so update quantities are compared after the first measured
     step. A disagreement means a bug somewhere (calculus, derivation, emitted code or model).
 target
@@ -46,13 +45,14 @@ the slope's 95% interval (Student's t with the seeds' degrees of freedom: few se
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import sympy
 
-from paramcalc.engine.calculus import QUANTITIES, Scaling, loglog_slope
+from paramcalc.engine.calculus import QUANTITIES, Scaling
+from paramcalc.verify.fit import Slope, fit_slope
 
 __all__ = ["TOLERANCE", "Check", "Slope", "fit_slope", "judge"]
 
@@ -60,65 +60,6 @@ __all__ = ["TOLERANCE", "Check", "Slope", "fit_slope", "judge"]
 TOLERANCE = 0.1
 #: A finite-width offset smaller than this is not worth correcting for.
 ASYMPTOTIC = 0.05
-
-
-#: Two-sided 95% quantiles of Student's t by degrees of freedom (beyond the table, 2.0).
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-
-
-@dataclass(frozen=True)
-class Slope:
-    """A fitted log-log slope: mean over seeds, its standard error, each seed's slope.
-
-    ``dof`` is the standard error's degrees of freedom (seeds - 1; with one seed, widths - 2).
-    """
-
-    value: float
-    stderr: float
-    per_seed: tuple[float, ...]
-    points: int
-    dof: int = 0
-
-    @property
-    def finite(self) -> bool:
-        return math.isfinite(self.value)
-
-    @property
-    def margin(self) -> float:
-        """Half-width of the 95% interval of the slope (0 when it cannot be estimated)."""
-        if not math.isfinite(self.stderr) or self.dof < 1:
-            return 0.0
-        return _T95.get(self.dof, 2.0) * self.stderr
-
-
-def fit_slope(xs: Sequence[float], rows: Sequence[Sequence[float]]) -> Slope:
-    """``rows[s][i]`` is seed ``s``'s value at width ``xs[i]``; NaN, inf and non-positive values are
-    left out (a diverged or skipped width)."""
-    slopes = [loglog_slope(xs, row) for row in rows]
-    good = [s for s in slopes if math.isfinite(s)]
-    points = max((sum(1 for v in row if v > 0 and math.isfinite(v)) for row in rows), default=0)
-    if not good:
-        return Slope(math.nan, math.nan, tuple(slopes), points)
-    mean = sum(good) / len(good)
-    if len(good) >= 2:
-        var = sum((s - mean) ** 2 for s in good) / (len(good) - 1)
-        return Slope(mean, math.sqrt(var / len(good)), tuple(slopes), points, len(good) - 1)
-    return Slope(mean, _regression_stderr(xs, rows[slopes.index(good[0])]), tuple(slopes), points,
-                 max(points - 2, 0))
-
-
-def _regression_stderr(xs: Sequence[float], ys: Sequence[float]) -> float:
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y > 0 and math.isfinite(y)]
-    if len(pts) < 3:
-        return 0.0
-    n = len(pts)
-    mx = sum(p[0] for p in pts) / n
-    my = sum(p[1] for p in pts) / n
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    b = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
-    a = my - b * mx
-    resid = sum((p[1] - a - b * p[0]) ** 2 for p in pts)
-    return math.sqrt(resid / (n - 2) / sxx)
 
 
 @dataclass(frozen=True)
