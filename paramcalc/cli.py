@@ -343,6 +343,7 @@ def verify(
     """
     try:
         from paramcalc.verify import VerifyConfig
+        from paramcalc.verify.terminal import run_in_terminal
     except ImportError as exc:
         raise SpecError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
@@ -352,43 +353,9 @@ def verify(
         device=device.value, model=model, seq=seq, center=center,
         dtype=None if dtype is None else dtype.value,
     )
-    raise typer.Exit(_run_verify(_load(spec), config, json_out, plot, rows.value))
-
-
-def _run_verify(spec: Any, config: Any, json_out: Path | None, plot: Path | None, rows: str) -> int:
-    """Run ``config`` (a VerifyConfig) on ``spec`` with a progress bar; print the report, write its
-    JSON and figure; return the exit code."""
-    import json
-
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from paramcalc.verify import present, verify
-
+    loaded = _load(spec)
     _resume_collector()
-    with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("widths", total=len(set(config.widths)))
-
-        def progress(index: int, total: int, at: dict[str, int]) -> None:
-            label = ", ".join(f"{k}={v}" for k, v in at.items())
-            bar.update(task, completed=index, total=total, description=f"training at {label}")
-
-        report = verify(spec, config=config, progress=progress)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    present.print_report(report, console, rows)
-    if json_out is not None:
-        write_output(json.dumps(present.to_json(report), indent=1) + "\n", json_out)
-    if plot is not None:
-        from paramcalc.verify.plot import plot_report
-
-        plot_report(report, plot)
-    return report.exit_code
+    raise typer.Exit(run_in_terminal(loaded, config, json_out=json_out, plot=plot, rows=rows.value))
 
 
 def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec

@@ -1,17 +1,18 @@
 """Verification: sweep widths, measure spectral norms and feature updates, fit, judge.
 
-    >>> from paramcalc.verify import VerifyConfig, plan, run, verify
+    >>> from paramcalc.verify import VerifyConfig, execute, plan, present, verify
     >>> report = verify("examples/mlp.yaml", "mup", "adam", widths=[64, 128, 256])  # doctest: +SKIP
     >>> the_plan = plan("examples/mlp.yaml", VerifyConfig("mup", "adam", widths=(64, 128)))  # doctest: +SKIP
-    >>> report = run(the_plan)                                                      # doctest: +SKIP
+    >>> report = execute(the_plan)                                                  # doctest: +SKIP
     >>> report.exit_code, present.summary(report)                                   # doctest: +SKIP
 
 A run is config -> plan -> run -> present: :mod:`~paramcalc.verify.config`,
-:mod:`~paramcalc.verify.plan`, :mod:`~paramcalc.verify.run` (with :mod:`~paramcalc.verify.measure`,
-:mod:`~paramcalc.verify.fit` and :mod:`~paramcalc.verify.judge`), and :mod:`~paramcalc.verify.present`
-and :mod:`~paramcalc.verify.plot`. The predictions come from :mod:`paramcalc.engine.calculus` (for
-chains; other architectures, transformers included, are judged on the paper's targets alone); this
-package only measures and compares. It imports torch; nothing on the ``paramcalc derive`` path
+:mod:`~paramcalc.verify.plan`, :mod:`~paramcalc.verify.run` (:func:`execute`, with
+:mod:`~paramcalc.verify.measure`, :mod:`~paramcalc.verify.fit` and :mod:`~paramcalc.verify.judge`),
+and :mod:`~paramcalc.verify.present` and :mod:`~paramcalc.verify.plot` (docs/verify.md). The
+predictions come from :mod:`paramcalc.engine.calculus` (for chains; other architectures,
+transformers included, are judged on the paper's targets alone); this package only measures and
+compares. It imports torch; nothing on the ``paramcalc derive`` path
 imports it.
 """
 
@@ -25,7 +26,7 @@ from paramcalc.verify.measure import Measurement, RunSettings, measure_width
 from paramcalc.verify.plan import VerifyPlan, plan, resolve_device
 from paramcalc.verify.probe import zero_gradient
 from paramcalc.verify.report import Report
-from paramcalc.verify.run import run, verify
+from paramcalc.verify.run import execute, verify
 from paramcalc.verify.widths import sweep
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "VerifyPlan",
     "calculus_lr",
     "calibrate_lr",
+    "execute",
     "fit_slope",
     "loglog_slope",
     "measure_width",
@@ -49,7 +51,6 @@ __all__ = [
     "predicted_slope",
     "present",
     "resolve_device",
-    "run",
     "spectral_norm",
     "stable_rank",
     "sweep",

@@ -27,10 +27,9 @@ one-sided checks
     the output's change is the sum of its own update's term ``dW_L h`` (Eq. 9-10: Theta(1) is the
     lower bound) and ``W_L dh``. Under muP the readout's entries are ``~ 1/n`` and ``dh`` does not
     line up with its rows at init, so each output of ``W_L dh`` sums ``n`` terms of random sign and
-    vanishes like ``n^-1/2``. Where that term still dominates at the measured widths (on
-    ``examples/gpt.yaml`` until ``d_model`` in the thousands: the tied readout computes with
-    ``768 / d_model`` times the embedding), the sum's slope lies between -1/2 and 0 (-0.5 measured
-    at 64..512, with ``dW_L h`` at +0.02), a crossover only a calculus could correct for. So
+    vanishes like ``n^-1/2``. Where that term still dominates at the measured widths (a tied
+    readout: docs/verify.md), the sum's slope lies between -1/2 and 0, a crossover only a calculus
+    could correct for. So
     ``dW_L h`` is judged against exponent 0 and the whole change only from above (Eq. 5: it must
     not blow up).
 
@@ -103,20 +102,22 @@ def judge(
     targets: Mapping[tuple[str, str], sympy.Rational],
     scaling: Scaling | None,
     predicted: Mapping[tuple[str, str, int], float],
-    agreement_step: int,
-    final_step: int,
+    steps: tuple[int, int],
     output_layer: str | None = None,
     excluded: Mapping[str, str] | None = None,
     upper: Collection[tuple[str, str]] = (),
 ) -> list[Check]:
     """Agreement and target checks for every quantity that has a prediction or a target.
 
+    ``steps`` are the step the agreement checks look at (the first measured: the calculus is a
+    first-step calculus) and the one the target checks look at (the last).
     ``slopes`` and ``predicted`` are keyed by ``(quantity, subject, step)``, ``targets`` by
     ``(quantity, subject)``; ``output_layer`` names the last weight layer (its change is judged by
     Sec. 4, not Desideratum 1). ``excluded`` maps tensors without a gradient to the reason: their
     update quantities get no check. ``upper`` lists ``(quantity, subject)`` judged from above only.
     """
     checks: list[Check] = []
+    agreement_step, final_step = steps
     excluded = excluded or {}
     subjects = sorted({(q, s) for q, s, _ in slopes}, key=lambda k: (_order(k[0]), k[1]))
     for quantity, subject in subjects:
@@ -149,7 +150,7 @@ def judge(
         condition = _CONDITIONS.get(info.target if info is not None else None, "Desideratum 1")
         if quantity in ("rms_dh", "rms_dwh") and subject == output_layer:
             condition = "Sec. 4 (output change)"
-        checks.append(_target(quantity, subject, step, slope, pred, exponent, target, offset, condition,
+        checks.append(_target((quantity, subject, step), slope, (pred, exponent, offset), target, condition,
                               (quantity, subject) in upper))
     return checks
 
@@ -196,10 +197,12 @@ def _agreement(
 
 
 def _target(
-    quantity: str, subject: str, step: int, slope: Slope, pred: float | None,
-    exponent: sympy.Rational | None, target: sympy.Rational, offset: float, condition: str,
-    upper: bool = False,
+    key: tuple[str, str, int], slope: Slope, prediction: tuple[float | None, sympy.Rational | None, float],
+    target: sympy.Rational, condition: str, upper: bool = False,
 ) -> Check:
+    """``prediction``: the calculus' finite-width slope, its Theta-exponent and their difference."""
+    quantity, subject, step = key
+    pred, exponent, offset = prediction
     info = QUANTITIES[quantity]
     where = "at init" if step == 0 else f"after {step} step{'s' if step > 1 else ''}"
     if not slope.finite:

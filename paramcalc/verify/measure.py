@@ -21,8 +21,8 @@ For structured architectures (``RunSettings.structured``; targets in
   over all of them would average a width-dependent number of heavy-tailed samples (products of
   Gaussians; in deep blocks at init the tokens of a sequence are nearly parallel, so a head
   contributes about one independent logit), and the log of a small sample's RMS is biased low
-  (Jensen), by less the more samples there are: a spurious positive slope (up to +0.37, mean
-  +0.11 over the 12 blocks of ``examples/gpt.yaml`` at 2 tokens). So heads are grouped in blocks of
+  (Jensen), by less the more samples there are: a spurious positive slope (docs/verify.md). So
+  heads are grouped in blocks of
   ``logit_group[layer]``, the number of heads at the smallest width of the sweep, the RMS is taken
   per group and the groups are averaged in log (a geometric mean): every width then estimates the
   same statistic from equal samples, more of them where there are more heads;
@@ -77,10 +77,8 @@ class RunSettings:
     ``eps`` is negligible against ``|G|``. Gradients shrink with width (per entry like ``1/n`` in
     hidden layers under muP and spectral), so a fixed ``eps`` damps wide models more than narrow
     ones, an effect of ``eps``, not of the parametrization, which does not set it (Everett et al.
-    2024 discuss how ``eps`` should scale). Measured on ``examples/gpt.yaml`` under spectral with
-    Adam, whose tied readout computes with ``0.02 W / d_model``: with torch's default ``1e-8``, 63%
-    of the entries of a deep block's query gradient lie below ``eps`` at ``d_model = 512`` (none at
-    64), and the query and key updates came out ``n^-0.4`` too small. Hence :data:`ADAM_EPS`.
+    2024 discuss how ``eps`` should scale; docs/verify.md has the measured effect of torch's
+    default ``1e-8``). Hence :data:`ADAM_EPS`.
     """
 
     optimizer: str

@@ -117,7 +117,7 @@ def structure(spec: Spec, factory: Factory | None) -> Structure:
 @dataclass(frozen=True)
 class VerifyPlan:
     """A verify run decided: what to train, at which widths and seeds, with which learning rate, and
-    what to measure. :func:`paramcalc.verify.run.run` executes it."""
+    what to measure. :func:`paramcalc.verify.run.execute` executes it."""
 
     config: VerifyConfig
     spec: Spec

@@ -5,10 +5,8 @@ Tensors without a gradient (:func:`zero_gradient`)
     ``q . b_k`` to every logit of a query alike, and softmax ignores a constant shift, so
     ``d loss / d b_k = sum_j (d loss / d logit_j) q = 0`` exactly. In float32 the sum is rounding,
     not zero, and Adam normalises even rounding to a step of size ``lr``: the measured "update" of
-    such a tensor is noise of arbitrary slope (``||dW||_*`` of the key biases of
-    ``examples/gpt.yaml`` under muP with Adam came out ``n^-0.4 .. -0.7``, where Condition 1 asks
-    ``n^1/2``). The probe computes
-    one gradient at init in float64 at the smallest widths of the sweep: a tensor whose gradient norm
+    such a tensor is noise of arbitrary slope (docs/verify.md). The probe computes one gradient at
+    init in float64 at the smallest widths of the sweep: a tensor whose gradient norm
     is below :data:`ZERO_GRADIENT` times the largest tensor's at every probed width is structurally
     zero (rounding in float64 is ~1e-16 relative, a real gradient rarely below 1e-6), reported with
     the reason and not judged.

@@ -5,7 +5,7 @@ The pipeline for one parametrization and optimizer (config -> plan -> run -> pre
 1. :class:`~paramcalc.verify.config.VerifyConfig`: what is asked for;
 2. :func:`~paramcalc.verify.plan.plan`: the derivation, the calculus where the spec is a chain, the
    widths, seeds, batches, learning rate and the tensors without a gradient;
-3. :func:`run`: at each width of the sweep and each seed, build the model, apply the parametrization
+3. :func:`execute`: at each width of the sweep and each seed, build the model, apply the parametrization
    through the emitted code, train ``steps`` full-batch steps and measure
    (:mod:`paramcalc.verify.measure`); then fit a slope ``log quantity ~ p log n`` per quantity
    across widths (:mod:`paramcalc.verify.fit`) and judge it (:mod:`paramcalc.verify.judge`):
@@ -45,7 +45,7 @@ from paramcalc.verify.plan import VerifyPlan, plan, resolve_device
 from paramcalc.verify.report import Report
 from paramcalc.verify.widths import attention_heads
 
-__all__ = ["DEFAULT_WIDTHS", "Report", "resolve_device", "run", "verify"]
+__all__ = ["DEFAULT_WIDTHS", "Report", "execute", "resolve_device", "verify"]
 
 
 def verify(
@@ -72,10 +72,10 @@ def verify(
         config = VerifyConfig(**named, **options)
     elif options or parametrization is not None or optimizer is not None:
         raise TypeError("verify() takes either config= or the config's keywords, not both")
-    return run(plan(spec, config), progress)
+    return execute(plan(spec, config), progress)
 
 
-def run(the_plan: VerifyPlan, progress: Progress | None = None) -> Report:
+def execute(the_plan: VerifyPlan, progress: Progress | None = None) -> Report:
     """Execute a plan: every width and seed, then the slopes and the checks."""
     p = the_plan
     measurements, done, skipped = _sweep(p, progress)
@@ -215,8 +215,7 @@ def _fit_and_judge(report: Report, steps_trained: int) -> None:
         targets=target_exponents(report.spec),
         scaling=calc,
         predicted=report.predicted_slopes,
-        agreement_step=steps[0] if steps else 1,
-        final_step=steps[-1] if steps else steps_trained,
+        steps=(steps[0] if steps else 1, steps[-1] if steps else steps_trained),
         output_layer=output,
         excluded=report.excluded,
         upper=upper,
