@@ -88,8 +88,10 @@ def test_a_chain_is_planned_without_training(monkeypatch):
     def no_models(*args, **kwargs):
         raise AssertionError("planning a chain built a model")
 
-    monkeypatch.setattr(model_module, "build", no_models)
-    monkeypatch.setattr(model_module, "apply_parametrization", no_models)
+    from paramcalc.verify import calibrate, measure, probe
+
+    for module in (model_module, calibrate, measure, probe):  # every place that builds a model
+        monkeypatch.setattr(module, "build", no_models)
     the_plan = plan(paper_mlp(), VerifyConfig("mup", "sgd", widths=(128, 32, 64), steps=2, device="cpu"))
     assert [at["d"] for at in the_plan.widths] == [32, 64, 128] and the_plan.lead == "d"
     assert the_plan.chain and the_plan.seeds == (0, 1, 2) and the_plan.batch == 32
