@@ -26,9 +26,7 @@ from typing import Any
 import torch
 
 import paramcalc
-from paramcalc.engine.calculus import sweep
-from paramcalc.verify import measure as measure_module
-from paramcalc.verify import verify
+from paramcalc.verify import observe, sweep, verify
 from paramcalc.verify.data import make_batch
 from paramcalc.verify.model import apply_parametrization, build
 
@@ -101,12 +99,12 @@ def _power_norm(a: torch.Tensor, start: Any, gen: Any, tol: float) -> tuple[floa
 
 def with_norm(fn: Callable[..., tuple[float, torch.Tensor]], param: str, optimizer: str, seeds: int,
               batch: int) -> tuple[float, Any]:
-    original = measure_module._norm
-    measure_module._norm = fn  # type: ignore[assignment]
+    original = observe.norm
+    observe.norm = fn  # type: ignore[assignment]
     try:
         seconds, _, report = whole_verify(param, optimizer, seeds, batch)
     finally:
-        measure_module._norm = original  # type: ignore[assignment]
+        observe.norm = original  # type: ignore[assignment]
     return seconds, report
 
 

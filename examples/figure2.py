@@ -28,7 +28,7 @@ constants stay flat. Both are shown.
 Everything is the library's: the training and measurements are ``paramcalc.verify.verify`` with
 one measurement after the last step. Hyperparameters: gains ``sqrt(2)`` (the paper's ReLU init), and
 for every parametrization the global learning rate the calculus calibrates for a first-step RMS
-output change of 2 at the base width (:meth:`Scaling.calibrate_lr`; with a full batch of 200 the
+output change of 2 at the base width (:func:`paramcalc.verify.calculus_lr`; with a full batch of 200 the
 actual step is smaller), one rule for all rather than a rate tuned per curve (8 diverges with the
 paper's constants). The paper trains 10^4 steps with ``eta = 0.1``.
 
@@ -50,9 +50,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import paramcalc
 from paramcalc.engine.calculus import scaling
-from paramcalc.verify import verify
+from paramcalc.verify import Report, calculus_lr, resolve_device, verify
 from paramcalc.verify.plot import _save
-from paramcalc.verify.run import Report, resolve_device
 
 PANELS = (
     ("A", "feature_change", "fc2", "relative feature change, layer 2 (Eq. 23)"),
@@ -109,7 +108,7 @@ def main() -> int:
             def progress(index: int, total: int, at: dict[str, int], k: int = k, label: str = label) -> None:
                 bar.update(task, completed=k * len(widths) + index, description=f"{label}, d = {at['d']}")
 
-            lr = scaling(paramcalc.derive(the_spec, param, "sgd")).calibrate_lr(None, OUTPUT_CHANGE)
+            lr = calculus_lr(scaling(paramcalc.derive(the_spec, param, "sgd")), None, OUTPUT_CHANGE)
             reports[param] = verify(the_spec, param, "sgd", widths=widths, steps=args.steps, seeds=args.seeds,
                                     batch=200, data=args.data, loss="mse", lr=lr, center=False,
                                     measure_steps=[args.steps], device=str(device), progress=progress)

@@ -341,48 +341,21 @@ def verify(
     Exit code 0 when the parametrization keeps features and their updates Theta(1) and spectral
     norms like sqrt(fan_out/fan_in), and measurements agree with predictions; 1 otherwise.
     """
-    import json
-
     try:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from paramcalc.verify import verify as run_verify
-        from paramcalc.verify.report import print_report
+        from paramcalc.verify import VerifyConfig
+        from paramcalc.verify.terminal import run_in_terminal
     except ImportError as exc:
         raise SpecError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
-    values = parse_width_list(widths)
+    config = VerifyConfig(
+        param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)), steps=steps,
+        seeds=seeds, batch=batch, data=data.value, loss=None if loss is None else loss.value, lr=lr,
+        device=device.value, model=model, seq=seq, center=center,
+        dtype=None if dtype is None else dtype.value,
+    )
     loaded = _load(spec)
     _resume_collector()
-    with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("widths", total=len(set(values)))
-
-        def progress(index: int, total: int, at: dict[str, int]) -> None:
-            label = ", ".join(f"{k}={v}" for k, v in at.items())
-            bar.update(task, completed=index, total=total, description=f"training at {label}")
-
-        report = run_verify(
-            loaded, param.value, optimizer.value, form=form, widths=values, steps=steps, seeds=seeds,
-            batch=batch, data=data.value, loss=None if loss is None else loss.value, lr=lr,
-            device=device.value, model=model, progress=progress, center=center, seq=seq,
-            dtype=None if dtype is None else dtype.value,
-        )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    print_report(report, console, rows.value)
-    if json_out is not None:
-        write_output(json.dumps(report.to_json(), indent=1) + "\n", json_out)
-    if plot is not None:
-        from paramcalc.verify.plot import plot_report
-
-        plot_report(report, plot)
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(run_in_terminal(loaded, config, json_out=json_out, plot=plot, rows=rows.value))
 
 
 def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec

@@ -20,12 +20,13 @@ from paramcalc.engine.calculus import (
     QUANTITIES,
     NotAChain,
     chain_problems,
-    loglog_slope,
     scaling,
-    sweep,
     target_exponents,
 )
 from paramcalc.errors import SpecError
+from paramcalc.verify.calibrate import calculus_lr
+from paramcalc.verify.fit import loglog_slope, predicted_slope
+from paramcalc.verify.widths import sweep
 from tests.conftest import EXAMPLES, paper_mlp
 
 PAPER_MLP = paper_mlp()
@@ -115,14 +116,14 @@ def test_spectral_first_layer_shrinks_below_n0_by_design():
     assert s.exponent("rms_h", "fc1") == 0
     below = sweep(spec, [64, 128, 256, 512, 1024])
     above = sweep(spec, [4096, 8192, 16384])
-    assert s.slope("rms_h", "fc1", below) == pytest.approx(0.5)
-    assert s.slope("rms_h", "fc1", above) == pytest.approx(0.0, abs=1e-12)
+    assert predicted_slope(s, "rms_h", "fc1", below) == pytest.approx(0.5)
+    assert predicted_slope(s, "rms_h", "fc1", above) == pytest.approx(0.0, abs=1e-12)
     notes = s.notes(below)
     assert [n.layer for n in notes] == ["fc1"] and "min(1, sqrt(fan_out/fan_in))" in notes[0].message
     assert s.notes(above) == []
     # muP keeps sigma_1 = 1/sqrt(n0): no shrink, and its note names only the fan-in effect.
     mup = scaling(paramcalc.derive(spec, "mup", "sgd"))
-    assert mup.slope("rms_h", "fc1", below) == pytest.approx(0.0, abs=1e-12)
+    assert predicted_slope(mup, "rms_h", "fc1", below) == pytest.approx(0.0, abs=1e-12)
     assert "min(1" not in mup.notes(below)[0].message
 
 
@@ -132,7 +133,7 @@ def test_updates_are_linear_in_the_global_learning_rate_and_calibration_hits_its
     two = s.evaluate({"d": 512}, lr=2.0)
     assert two[("update_norm", "fc2.weight")] == pytest.approx(2 * one[("update_norm", "fc2.weight")])
     assert two[("spectral_norm", "fc2.weight")] == one[("spectral_norm", "fc2.weight")]
-    lr = s.calibrate_lr(None, 0.1)
+    lr = calculus_lr(s, None, 0.1)
     assert s.evaluate(None, lr)[("rms_dh", "head")] == pytest.approx(0.1)
     assert s[("update_norm", "fc2.weight")].expr.has(ETA)
 
@@ -164,8 +165,8 @@ def test_centered_loss_removes_the_output_from_the_gradient():
     widths = sweep(spec, [64, 128, 256, 512, 1024])
     raw = scaling(paramcalc.derive(spec, "mup", "sgd"))
     centered = scaling(paramcalc.derive(spec, "mup", "sgd"), centered=True)
-    assert raw.slope("update_norm", "fc2.weight", widths) < -0.05
-    assert centered.slope("update_norm", "fc2.weight", widths) == pytest.approx(0.0, abs=1e-12)
+    assert predicted_slope(raw, "update_norm", "fc2.weight", widths) < -0.05
+    assert predicted_slope(centered, "update_norm", "fc2.weight", widths) == pytest.approx(0.0, abs=1e-12)
     assert raw.exponent("update_norm", "fc2.weight") == centered.exponent("update_norm", "fc2.weight") == 0
 
 

@@ -18,8 +18,12 @@ torch = pytest.importorskip("torch")
 
 import paramcalc  # noqa: E402
 from paramcalc.errors import SpecError  # noqa: E402
-from paramcalc.verify import measure_width, verify  # noqa: E402
-from paramcalc.verify import run as run_module  # noqa: E402
+from paramcalc.verify import (  # noqa: E402
+    measure_width,
+    present,  # noqa: E402
+    verify,
+)
+from paramcalc.verify import model as model_module  # noqa: E402
 from paramcalc.verify.data import make_batch  # noqa: E402
 from paramcalc.verify.measure import RunSettings  # noqa: E402
 from paramcalc.verify.model import apply_parametrization, build  # noqa: E402
@@ -48,13 +52,13 @@ def test_paper_mlp_verdicts(param, opt):
     assert not disagreements, disagreements
     failed = {(c.quantity, c.subject) for c in report.failures if c.kind == "target"}
     if param in ("spectral", "mup"):
-        assert report.passed and report.exit_code == 0, report.summary
-        assert "PASS" in report.summary
+        assert report.passed and report.exit_code == 0, present.summary(report)
+        assert "PASS" in present.summary(report)
     else:
         assert report.exit_code == 1
         assert MUST_FAIL[(param, opt)] <= failed, failed
         for _, subject in MUST_FAIL[(param, opt)]:
-            assert subject in report.summary or subject in str(report.checks)
+            assert subject in present.summary(report) or subject in str(report.checks)
 
 
 def _manual(derivation, at, seed, batch, steps, lr):
@@ -127,11 +131,11 @@ def test_divergence_is_a_finding_not_a_crash():
     assert report.exit_code == 1
     assert any("diverged" in f for f in report.findings)
     assert any(m.diverged_at is not None for m in report.measurements)
-    json.dumps(report.to_json())  # NaN/inf never reach the JSON
+    json.dumps(present.to_json(report))  # NaN/inf never reach the JSON
 
 
 def test_a_width_that_does_not_fit_is_skipped(monkeypatch):
-    monkeypatch.setattr(run_module, "available_memory", lambda device: 6 * 2**20)
+    monkeypatch.setattr(model_module, "available_memory", lambda device: 6 * 2**20)
     report = verify(paper_mlp(), "mup", "adam", widths=[32, 64, 1024], seeds=2, steps=2, device="cpu")
     assert [at["d"] for at in report.widths] == [32, 64]
     assert len(report.skipped) == 1 and "d = 1024" in report.skipped[0] and "GiB" in report.skipped[0]
@@ -168,7 +172,7 @@ def test_user_factory(tmp_path, monkeypatch):
     spec["activation"] = "tanh"
     report = verify(spec, "mup", "sgd", widths=[64, 128, 256], seeds=2, steps=2,
                     model="verify_factory_mod:build", device="cpu")
-    assert report.emitted and report.checks and report.passed, report.summary
+    assert report.emitted and report.checks and report.passed, present.summary(report)
     with pytest.raises(SpecError, match="fc1.weight") as exc:
         verify(spec, "mup", "sgd", widths=[64, 128], seeds=1, model="verify_factory_mod:misnamed")
     assert "submodule paths" in str(exc.value)
@@ -181,7 +185,8 @@ def test_digits_and_cross_entropy():
     report = verify(paper_mlp(n0=64, n_out=10), "mup", "adam", widths=[64, 128, 256], seeds=2, steps=2,
                     data="digits", loss="ce", batch=64, device="cpu")
     assert report.data == "digits" and report.loss == "ce"
-    assert report.checks and not [c for c in report.failures if c.kind == "agreement"], report.summary
+    disagreements = [c for c in report.failures if c.kind == "agreement"]
+    assert report.checks and not disagreements, present.summary(report)
     batch = make_batch(data="digits", loss="mse", batch=100, n_in=64, n_out=1, sparse=False, seed=0)
     assert batch.x.shape == (100, 64) and set(batch.y.flatten().tolist()) == {-1.0, 1.0}
     assert batch.x.norm(dim=1).mean() == pytest.approx(8.0, rel=1e-4)  # ||x|| = sqrt(64)
@@ -227,7 +232,7 @@ def test_transformer_is_measured_and_judged_without_predictions():
     assert all(c.passed for c in report.checks if c.kind == "agreement")
     # Without --lr, the learning rate is calibrated by probe steps (no calculus for a transformer).
     auto = verify(spec, "mup", "adam", widths=[32, 64], seeds=1, steps=1, device="cpu")
-    assert auto.lr_auto and auto.calibration is not None and "probe" in auto.lr_source
+    assert auto.lr_auto and auto.calibration is not None and "probe" in present.lr_source(auto)
 
 
 def test_bad_input():
@@ -246,10 +251,10 @@ def test_bad_input():
 
 def test_report_outputs(tmp_path):
     from paramcalc.verify.plot import plot_report
-    from paramcalc.verify.report import report_table
+    from paramcalc.verify.present import report_table
 
     report = verify(paper_mlp(), "ntp", "sgd", widths=[32, 64, 128], seeds=3, steps=2, device="cpu")
-    data = json.loads(json.dumps(report.to_json()))
+    data = json.loads(json.dumps(present.to_json(report)))
     assert data["exit_code"] == 1 and data["parametrization"] == "ntp" and data["centered"] is True
     assert data["sweep"]["values"] == [32, 64, 128]
     fc2 = data["quantities"]["fc2"]["rms_dh"]
@@ -270,7 +275,7 @@ def test_one_hot_chain_and_single_seed_note():
                        {"name": "fc", "fan_in": "d", "fan_out": "d"},
                        {"name": "head", "fan_in": "d", "fan_out": "k"}]}
     ok = verify(spec, "mup", "adam", widths=[64, 128, 256], seeds=3, steps=2, loss="ce", device="cpu")
-    assert ok.passed, ok.summary
+    assert ok.passed, present.summary(ok)
     assert ("rms_dh", "emb", 2) in ok.slopes
     bad = verify(spec, "ntp", "adam", widths=[64, 128, 256], seeds=3, steps=2, loss="ce", device="cpu")
     assert ("rms_dh", "head") in {(c.quantity, c.subject) for c in bad.failures}

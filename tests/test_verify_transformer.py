@@ -19,14 +19,20 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import paramcalc  # noqa: E402
-from paramcalc.engine.calculus import sweep  # noqa: E402
-from paramcalc.verify import measure_width, verify  # noqa: E402
+from paramcalc.verify import (  # noqa: E402
+    measure_width,
+    present,  # noqa: E402
+    verify,
+)
+from paramcalc.verify.calibrate import calibrate_lr  # noqa: E402
+from paramcalc.verify.config import AUTO_FEATURE_CHANGE  # noqa: E402
 from paramcalc.verify.data import make_batch  # noqa: E402
-from paramcalc.verify.measure import RunSettings, grouped_rms  # noqa: E402
+from paramcalc.verify.measure import RunSettings  # noqa: E402
 from paramcalc.verify.model import apply_parametrization, build  # noqa: E402
-from paramcalc.verify.probe import ZERO_GRADIENT, calibrate_lr, zero_gradient  # noqa: E402
-from paramcalc.verify.report import report_table  # noqa: E402
-from paramcalc.verify.run import AUTO_FEATURE_CHANGE  # noqa: E402
+from paramcalc.verify.observe import grouped_rms  # noqa: E402
+from paramcalc.verify.present import report_table  # noqa: E402
+from paramcalc.verify.probe import ZERO_GRADIENT, zero_gradient  # noqa: E402
+from paramcalc.verify.widths import sweep  # noqa: E402
 from tests.conftest import small_gpt  # noqa: E402
 
 WIDTHS = [32, 64, 128]
@@ -48,8 +54,8 @@ def sp_adam():
 
 def test_mup_adam_keeps_every_target(mup_adam):
     report = mup_adam
-    assert report.passed and report.exit_code == 0, report.summary
-    assert "no prediction for this architecture" in report.summary
+    assert report.passed and report.exit_code == 0, present.summary(report)
+    assert "no prediction for this architecture" in present.summary(report)
     assert report.loss == "ce" and report.seq == 2 and report.batch == 2  # the sequence defaults
     assert len(report.seeds) == 6 and report.dtype == "float64"
     judged = {(c.quantity, c.subject) for c in report.checks if c.kind == "target"}
@@ -89,7 +95,7 @@ def test_sp_adam_fails_with_hidden_updates_and_attention_logits(sp_adam):
     assert "blocks.0.attn" in {c.subject for c in too_large}
     assert all(c.measured.value > 0.1 and "blows up" in c.message for c in too_large)
     for text in ("RMS(d logits)", "blocks.0.attn", "||dW||_*", "RMS(dh)"):
-        assert text in report.summary, text
+        assert text in present.summary(report), text
 
 
 def test_tensors_without_a_gradient_are_reported_not_judged(mup_adam, sp_adam):
@@ -151,7 +157,7 @@ def test_calibrated_lr_meets_its_target():
 
 
 def test_report_json_has_attention_logits_and_the_lr_source(mup_adam):
-    data = json.loads(json.dumps(mup_adam.to_json()))
+    data = json.loads(json.dumps(present.to_json(mup_adam)))
     logits = data["quantities"]["blocks.0.attn"]
     assert set(logits) == {"rms_logits", "rms_dlogits"}
     values = logits["rms_dlogits"]["steps"]["2"]["values"]

@@ -67,6 +67,9 @@ class Batch:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), self.y.reshape(-1))
 
 
+#: Where a bad data option comes from, in errors: the data options are command-line options.
+_SOURCE = "command line"
+
 def make_batch(
     *,
     data: str,
@@ -77,7 +80,6 @@ def make_batch(
     sparse: bool,
     seed: int,
     seq: int | None = None,
-    source: str = "command line",
 ) -> Batch:
     """One fixed batch for a seed; ``n_in``/``n_out`` are the model's input and output widths.
 
@@ -87,20 +89,20 @@ def make_batch(
     """
     if data not in DATASETS:
         raise SpecError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
-                        source=source)
+                        source=_SOURCE)
     if loss not in LOSSES:
         raise SpecError([Problem("--loss", f"expected one of {', '.join(LOSSES)}, got {loss!r}")],
-                        source=source)
+                        source=_SOURCE)
     if batch < 1:
-        raise SpecError([Problem("--batch", f"expected a positive batch size, got {batch}")], source=source)
+        raise SpecError([Problem("--batch", f"expected a positive batch size, got {batch}")], source=_SOURCE)
     if loss == "ce" and n_out < 2:
         raise SpecError([Problem("--loss", f"cross-entropy needs at least 2 outputs; the model has {n_out}")],
-                        source=source)
+                        source=_SOURCE)
     g = torch.Generator().manual_seed(10_007 * seed + 1)
     shape: tuple[int, ...] = (batch,) if seq is None else (batch, seq)
     if seq is not None:
         if data != "synthetic" or not sparse:
-            raise SpecError([Problem("--data", "sequence models take synthetic token ids")], source=source)
+            raise SpecError([Problem("--data", "sequence models take synthetic token ids")], source=_SOURCE)
         tokens = torch.randint(n_in, (batch, seq + 1), generator=g)
         x = tokens[:, :-1]
         if n_in == n_out:
@@ -108,7 +110,7 @@ def make_batch(
         else:
             labels = torch.randint(max(n_out, 2), shape, generator=g)
     elif data == "digits":
-        x, labels = _digits(n_in, n_out, batch, sparse, g, source)
+        x, labels = _digits(n_in, n_out, batch, sparse, g)
     else:
         if sparse:
             x = torch.randint(n_in, (batch,), generator=g)
@@ -128,20 +130,20 @@ def make_batch(
 
 
 def _digits(
-    n_in: int, n_out: int, batch: int, sparse: bool, g: torch.Generator, source: str
+    n_in: int, n_out: int, batch: int, sparse: bool, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if sparse or n_in != 64:
         raise SpecError([Problem("--data", f"digits has 64 dense features; the spec's first layer takes "
-                                           f"{'token ids' if sparse else n_in}")], source=source)
+                                           f"{'token ids' if sparse else n_in}")], source=_SOURCE)
     classes = 2 if n_out == 1 else n_out
     if classes > 10:
         raise SpecError([Problem("--data", f"digits has 10 classes; the model has {n_out} outputs")],
-                        source=source)
+                        source=_SOURCE)
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - scikit-learn is a dev dependency
         raise SpecError([Problem("--data", "digits needs scikit-learn (pip install scikit-learn)")],
-                        source=source) from None
+                        source=_SOURCE) from None
     images, labels = load_digits(return_X_y=True)
     x = torch.as_tensor(images, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
@@ -149,7 +151,7 @@ def _digits(
     x, y = x[keep], y[keep]
     if batch > len(y):
         raise SpecError([Problem("--batch", f"digits has {len(y)} images of classes 0..{classes - 1}; "
-                                            f"got a batch of {batch}")], source=source)
+                                            f"got a batch of {batch}")], source=_SOURCE)
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
     x = x * (64**0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-6))
     order = torch.randperm(len(y), generator=g)[:batch]

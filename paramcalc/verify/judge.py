@@ -1,14 +1,13 @@
 """Slopes across widths, and the verdict: do measurements meet the paper's conditions and the calculus?
 
-Every measured quantity is fit as a power of the sweep width ``n`` (the spec's first scaling width):
-the least-squares slope of ``log value`` against ``log n``, once per seed; the slope is the seeds'
-mean and its uncertainty their standard error (with one seed, the regression's standard error).
+Every measured quantity is fit as a power of the sweep width ``n`` (the spec's first scaling width;
+:mod:`paramcalc.verify.fit`).
 
 Two kinds of check, each on one quantity of one layer or tensor:
 
 agreement
     the measured slope against the calculus' prediction *at the measured widths*: the slope of its
-    finite-width numbers (:meth:`paramcalc.engine.calculus.Scaling.slope`), fit the same way. The
+    finite-width numbers (:func:`paramcalc.verify.fit.predicted_slope`), fit the same way. The
     calculus is a first-step calculus, so update quantities are compared after the first measured
     step. A disagreement means a bug somewhere (calculus, derivation, emitted code or model).
 target
@@ -28,10 +27,9 @@ one-sided checks
     the output's change is the sum of its own update's term ``dW_L h`` (Eq. 9-10: Theta(1) is the
     lower bound) and ``W_L dh``. Under muP the readout's entries are ``~ 1/n`` and ``dh`` does not
     line up with its rows at init, so each output of ``W_L dh`` sums ``n`` terms of random sign and
-    vanishes like ``n^-1/2``. Where that term still dominates at the measured widths (on
-    ``examples/gpt.yaml`` until ``d_model`` in the thousands: the tied readout computes with
-    ``768 / d_model`` times the embedding), the sum's slope lies between -1/2 and 0 (-0.5 measured
-    at 64..512, with ``dW_L h`` at +0.02), a crossover only a calculus could correct for. So
+    vanishes like ``n^-1/2``. Where that term still dominates at the measured widths (a tied
+    readout: docs/verify.md), the sum's slope lies between -1/2 and 0, a crossover only a calculus
+    could correct for. So
     ``dW_L h`` is judged against exponent 0 and the whole change only from above (Eq. 5: it must
     not blow up).
 
@@ -46,13 +44,14 @@ the slope's 95% interval (Student's t with the seeds' degrees of freedom: few se
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import sympy
 
-from paramcalc.engine.calculus import QUANTITIES, Scaling, loglog_slope
+from paramcalc.engine.calculus import QUANTITIES, Scaling
+from paramcalc.verify.fit import Slope, fit_slope
 
 __all__ = ["TOLERANCE", "Check", "Slope", "fit_slope", "judge"]
 
@@ -60,65 +59,6 @@ __all__ = ["TOLERANCE", "Check", "Slope", "fit_slope", "judge"]
 TOLERANCE = 0.1
 #: A finite-width offset smaller than this is not worth correcting for.
 ASYMPTOTIC = 0.05
-
-
-#: Two-sided 95% quantiles of Student's t by degrees of freedom (beyond the table, 2.0).
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-
-
-@dataclass(frozen=True)
-class Slope:
-    """A fitted log-log slope: mean over seeds, its standard error, each seed's slope.
-
-    ``dof`` is the standard error's degrees of freedom (seeds - 1; with one seed, widths - 2).
-    """
-
-    value: float
-    stderr: float
-    per_seed: tuple[float, ...]
-    points: int
-    dof: int = 0
-
-    @property
-    def finite(self) -> bool:
-        return math.isfinite(self.value)
-
-    @property
-    def margin(self) -> float:
-        """Half-width of the 95% interval of the slope (0 when it cannot be estimated)."""
-        if not math.isfinite(self.stderr) or self.dof < 1:
-            return 0.0
-        return _T95.get(self.dof, 2.0) * self.stderr
-
-
-def fit_slope(xs: Sequence[float], rows: Sequence[Sequence[float]]) -> Slope:
-    """``rows[s][i]`` is seed ``s``'s value at width ``xs[i]``; NaN, inf and non-positive values are
-    left out (a diverged or skipped width)."""
-    slopes = [loglog_slope(xs, row) for row in rows]
-    good = [s for s in slopes if math.isfinite(s)]
-    points = max((sum(1 for v in row if v > 0 and math.isfinite(v)) for row in rows), default=0)
-    if not good:
-        return Slope(math.nan, math.nan, tuple(slopes), points)
-    mean = sum(good) / len(good)
-    if len(good) >= 2:
-        var = sum((s - mean) ** 2 for s in good) / (len(good) - 1)
-        return Slope(mean, math.sqrt(var / len(good)), tuple(slopes), points, len(good) - 1)
-    return Slope(mean, _regression_stderr(xs, rows[slopes.index(good[0])]), tuple(slopes), points,
-                 max(points - 2, 0))
-
-
-def _regression_stderr(xs: Sequence[float], ys: Sequence[float]) -> float:
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y > 0 and math.isfinite(y)]
-    if len(pts) < 3:
-        return 0.0
-    n = len(pts)
-    mx = sum(p[0] for p in pts) / n
-    my = sum(p[1] for p in pts) / n
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    b = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
-    a = my - b * mx
-    resid = sum((p[1] - a - b * p[0]) ** 2 for p in pts)
-    return math.sqrt(resid / (n - 2) / sxx)
 
 
 @dataclass(frozen=True)
@@ -162,20 +102,22 @@ def judge(
     targets: Mapping[tuple[str, str], sympy.Rational],
     scaling: Scaling | None,
     predicted: Mapping[tuple[str, str, int], float],
-    agreement_step: int,
-    final_step: int,
+    steps: tuple[int, int],
     output_layer: str | None = None,
     excluded: Mapping[str, str] | None = None,
     upper: Collection[tuple[str, str]] = (),
 ) -> list[Check]:
     """Agreement and target checks for every quantity that has a prediction or a target.
 
+    ``steps`` are the step the agreement checks look at (the first measured: the calculus is a
+    first-step calculus) and the one the target checks look at (the last).
     ``slopes`` and ``predicted`` are keyed by ``(quantity, subject, step)``, ``targets`` by
     ``(quantity, subject)``; ``output_layer`` names the last weight layer (its change is judged by
     Sec. 4, not Desideratum 1). ``excluded`` maps tensors without a gradient to the reason: their
     update quantities get no check. ``upper`` lists ``(quantity, subject)`` judged from above only.
     """
     checks: list[Check] = []
+    agreement_step, final_step = steps
     excluded = excluded or {}
     subjects = sorted({(q, s) for q, s, _ in slopes}, key=lambda k: (_order(k[0]), k[1]))
     for quantity, subject in subjects:
@@ -208,7 +150,7 @@ def judge(
         condition = _CONDITIONS.get(info.target if info is not None else None, "Desideratum 1")
         if quantity in ("rms_dh", "rms_dwh") and subject == output_layer:
             condition = "Sec. 4 (output change)"
-        checks.append(_target(quantity, subject, step, slope, pred, exponent, target, offset, condition,
+        checks.append(_target((quantity, subject, step), slope, (pred, exponent, offset), target, condition,
                               (quantity, subject) in upper))
     return checks
 
@@ -255,10 +197,12 @@ def _agreement(
 
 
 def _target(
-    quantity: str, subject: str, step: int, slope: Slope, pred: float | None,
-    exponent: sympy.Rational | None, target: sympy.Rational, offset: float, condition: str,
-    upper: bool = False,
+    key: tuple[str, str, int], slope: Slope, prediction: tuple[float | None, sympy.Rational | None, float],
+    target: sympy.Rational, condition: str, upper: bool = False,
 ) -> Check:
+    """``prediction``: the calculus' finite-width slope, its Theta-exponent and their difference."""
+    quantity, subject, step = key
+    pred, exponent, offset = prediction
     info = QUANTITIES[quantity]
     where = "at init" if step == 0 else f"after {step} step{'s' if step > 1 else ''}"
     if not slope.finite:

@@ -4,11 +4,11 @@ A model comes from the spec (:func:`paramcalc.models.build_model`, chains and tr
 a user factory ``module:function`` called with the width assignment (``{"d": 1024, "n_in": 3072,
 ...}``) that must return a ``torch.nn.Module`` whose submodule paths are the spec's layer names.
 
-The parametrization is applied through the emitted PyTorch code (``paramcalc.emit.emit(d, "torch")``,
-executed in a fresh namespace: ``init_parameters``, ``apply_multipliers``, ``param_groups``), so a
-verify run is also an end-to-end test of emission. Until a torch emitter is registered, the same
-numbers are applied directly from the derivation folded to multiplier 1 (the abc-symmetry: the
-same training dynamics, exactly for SGD).
+The parametrization is applied through the emitted PyTorch code, and only through it
+(``paramcalc.emit.emit(d, "torch")``, executed in a fresh namespace: ``init_parameters``,
+``apply_multipliers``, ``param_groups``; the multipliers the measurements divide out come from its
+``scales`` and ``layer_multipliers``), so a verify run is also an end-to-end test of emission: every
+number it trains with is one the user's generated file would use.
 
 Attention-logit scales are part of the parametrization too (``Derivation.constants``: ``1/d_head``
 under spectral, ``sqrt(d_head_base)/d_head`` under muP, TP5 Definition 4.1): each attention layer's
@@ -32,10 +32,9 @@ from torch import nn
 
 from paramcalc.engine import Derivation
 from paramcalc.errors import Problem, SpecError
-from paramcalc.symbolic import numeric
 
-__all__ = ["Parametrized", "apply_parametrization", "build", "emitted_namespace", "load_factory",
-           "memory_needed", "set_scales"]
+__all__ = ["Parametrized", "apply_parametrization", "available_memory", "build", "does_not_fit",
+           "emitted_namespace", "load_factory", "memory_needed"]
 
 
 def load_factory(text: str) -> Callable[[dict[str, int]], nn.Module]:
@@ -114,12 +113,10 @@ def _check_names(model: nn.Module, derivation: Derivation, widths: Mapping[str, 
 _EMITTED: list[tuple[Derivation, dict[str, Any]]] = []
 
 
-def emitted_namespace(derivation: Derivation) -> dict[str, Any] | None:
-    """The emitted PyTorch module's namespace, or ``None`` while no torch emitter is registered."""
-    from paramcalc.emit import EMITTERS, emit
+def emitted_namespace(derivation: Derivation) -> dict[str, Any]:
+    """The namespace of the emitted PyTorch module of ``derivation``, executed once and kept."""
+    from paramcalc.emit import emit
 
-    if "torch" not in EMITTERS:
-        return None
     if _EMITTED and _EMITTED[0][0] is derivation:
         return _EMITTED[0][1]
     code = emit(derivation, "torch")
@@ -153,38 +150,32 @@ def apply_parametrization(
     optimizer: str,
     adam_eps: float = 1e-8,
 ) -> Parametrized:
-    """Initialise ``model``, make its multipliers act, and build the optimizer for ``lr``."""
+    """Initialise ``model``, make its multipliers act, and build the optimizer for ``lr``, all through
+    the emitted code; the multipliers and attention scales are the emitted code's numbers too."""
     widths = dict(widths)
     namespace = emitted_namespace(derivation)
-    numbers = derivation.evaluate(widths)
-    multipliers = {name: v["multiplier"] for name, v in numbers.items()}
-    if namespace is not None:
-        try:
-            namespace["init_parameters"](model, widths)
-            namespace["apply_multipliers"](model, widths)
-            groups = namespace["param_groups"](model, lr, widths)
-        except ValueError as exc:  # the emitted code names what does not match the spec
-            raise SpecError([Problem("model", str(exc))], source=derivation.spec.source) from None
-        scales = namespace["attention_scales"](widths)
-        tied = {layer: v["multiplier"] for layer, v in derivation.evaluate_tied(widths).items()}
-    else:
-        groups = _direct(derivation, model, widths, lr)
-        multipliers = dict.fromkeys(multipliers, 1.0)
-        scales = derivation.evaluate_constants(widths)
-        tied = dict.fromkeys(derivation.tied, 1.0)  # the direct path applies no forward multiplier
-    unscaled = set_scales(model, scales)
+    try:
+        namespace["init_parameters"](model, widths)
+        namespace["apply_multipliers"](model, widths)
+        groups = namespace["param_groups"](model, lr, widths)
+    except ValueError as exc:  # the emitted code names what does not match the spec
+        raise SpecError([Problem("model", str(exc))], source=derivation.spec.source) from None
+    multipliers = {name: s["multiplier"] for name, s in namespace["scales"](widths).items()}
+    uses = namespace["layer_multipliers"](widths)
+    tied = {layer: uses[layer][0] for layer in namespace["TIED"]}
+    unscaled = _set_attention_scales(model, namespace["attention_scales"](widths))
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr)
     elif optimizer == "adam":
         opt = torch.optim.Adam(groups, lr=lr, eps=adam_eps)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
-    return Parametrized(model, opt, multipliers, namespace is not None, tied, unscaled)
+    return Parametrized(model, opt, multipliers, True, tied, unscaled)
 
 
-def set_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
+def _set_attention_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
     """Set each attention layer's ``scale`` from ``{"<layer>.scale": value}``; return the layers whose
-    module has no ``scale`` attribute (left as they are)."""
+    module has no numeric ``scale`` attribute (a factory's own attention: left as it is)."""
     unscaled = []
     for key, value in scales.items():
         layer = key.removesuffix(".scale")
@@ -198,29 +189,6 @@ def set_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
         else:
             unscaled.append(layer)
     return unscaled
-
-
-def _direct(
-    derivation: Derivation, model: nn.Module, widths: Mapping[str, int], lr: float
-) -> list[dict[str, Any]]:
-    """The derivation's numbers applied directly, in the folded form (every multiplier 1)."""
-    folded = derivation.folded()
-    values = folded.resolve_widths(widths)
-    at = {w.symbol: float(values[w.name]) for w in folded.spec.widths.values()}
-    memo: dict[Any, float] = {}
-    params = dict(model.named_parameters())
-    groups = []
-    with torch.no_grad():
-        for name, p in folded.items():
-            tensor = params[name]
-            std = numeric(p.init_std, at, memo)
-            mean = numeric(p.init_mean, at, memo)
-            if std > 0:
-                tensor.normal_(mean, std)
-            else:
-                tensor.fill_(mean)
-            groups.append({"params": [tensor], "lr": lr * numeric(p.lr, at, memo), "name": name})
-    return groups
 
 
 def memory_needed(
@@ -246,4 +214,19 @@ def available_memory(device: torch.device) -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
+    return None
+
+
+def does_not_fit(
+    derivation: Derivation, at: Mapping[str, int], batch: int, optimizer: str, device: torch.device,
+) -> str | None:
+    """Why a run at ``at`` would not fit in ``device``'s free memory, or ``None`` when it fits."""
+    from paramcalc.models import parameter_shapes
+
+    shapes = parameter_shapes(derivation.spec, at)
+    widths_sum = sum(s[0] for s in shapes.values())
+    need = memory_needed(shapes, batch=batch, widths_sum=widths_sum, optimizer=optimizer)
+    free = available_memory(device)
+    if free is not None and need > free:
+        return f"needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {device.type}"
     return None

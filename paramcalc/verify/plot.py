@@ -18,7 +18,7 @@ from pathlib import Path
 
 from paramcalc.engine.calculus import QUANTITIES
 from paramcalc.errors import Problem, SpecError
-from paramcalc.verify.run import Report
+from paramcalc.verify.report import Report
 
 __all__ = ["LEGEND_LIMIT", "PANELS", "plot_report"]
 

@@ -1,152 +1,122 @@
-"""The verify report in the terminal: one rich table of slopes and verdicts, then the summary.
+"""The :class:`Report` of a verify run: data only (settings, raw measurements, slopes, checks).
 
-One row per layer or tensor and quantity: the measured log-log slope across widths (mean over
-seeds +- standard error), the calculus' slope at these widths and its Theta-exponent, the exponent
-Desideratum 1 or Condition 1 asks for (``<= 0``: judged from above only), and the verdict. ``ok*``
-marks a target met after the finite-width correction the notes explain; ``excluded`` a tensor
-without a gradient. Below the table: the verdict, how the learning rate was chosen, the notes and
-the excluded tensors with their reason.
+Its text, table and JSON are drawn by :mod:`paramcalc.verify.present`, its figure by
+:mod:`paramcalc.verify.plot`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from paramcalc.engine.calculus import QUANTITIES
+from paramcalc.engine.calculus import Scaling
+from paramcalc.spec import Spec
+from paramcalc.verify.calibrate import Calibration
+from paramcalc.verify.fit import Slope
 from paramcalc.verify.judge import Check
-from paramcalc.verify.run import Report
+from paramcalc.verify.measure import Measurement
 
-__all__ = ["ROWS", "print_report", "report_table"]
-
-#: Which rows the table shows: ``all``; ``failing`` (failed or disagreeing checks only); ``auto``:
-#: all for a table of at most :data:`AUTO_ROWS` rows, else the failing ones (a GPT has ~1000).
-ROWS = ("auto", "all", "failing")
-AUTO_ROWS = 80
+__all__ = ["Report"]
 
 
-def _slope(value: float, stderr: float | None = None) -> str:
-    if not math.isfinite(value):
-        return "-"
-    if stderr is None or not math.isfinite(stderr):
-        return f"{value:+.2f}"
-    return f"{value:+.2f} ± {stderr:.2f}"
+@dataclass
+class Report:
+    """Everything a verify run found: settings, raw measurements, slopes, checks and the verdict."""
+
+    spec: Spec
+    parametrization: str
+    optimizer: str
+    form: str
+    loss: str
+    data: str
+    lr: float
+    lr_auto: bool
+    steps: int
+    batch: int
+    seeds: list[int]
+    device: str
+    lead: str
+    widths: list[dict[str, int]]
+    measurements: list[Measurement]
+    scaling: Scaling | None
+    slopes: dict[tuple[str, str, int], Slope]
+    predicted_slopes: dict[tuple[str, str, int], float]
+    checks: list[Check]
+    notes: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    emitted: bool = False
+    centered: bool = True
+    #: Tokens per sequence for sequence models (``None``: one input per example).
+    seq: int | None = None
+    #: Tensors without a gradient (float64 probe), with the reason: their updates are not judged.
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: The float64 probe's gradient norm of each excluded tensor, relative to the largest tensor's.
+    zero_gradients: dict[str, float] = field(default_factory=dict)
+    #: How ``lr`` was chosen when it was calibrated by probe steps (no calculus).
+    calibration: Calibration | None = None
+    #: The models' floating-point type.
+    dtype: str = "float32"
+
+    @property
+    def predicted(self) -> bool:
+        """Whether the first-step calculus covers the architecture (a chain)."""
+        return self.scaling is not None and self.scaling.loss != "local"
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks) and not self.findings and bool(self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def lead_values(self) -> list[int]:
+        return [at[self.lead] for at in self.widths]
+
+    def values(self, quantity: str, subject: str, step: int) -> list[list[float]]:
+        """``[seed][width]`` measured values (NaN where missing)."""
+        out = []
+        for seed in self.seeds:
+            row = []
+            for at in self.widths:
+                m = self._find(at, seed)
+                row.append(math.nan if m is None else m.values.get((quantity, subject, step), math.nan))
+            out.append(row)
+        return out
+
+    def _find(self, at: Mapping[str, int], seed: int) -> Measurement | None:
+        for m in self.measurements:
+            if m.seed == seed and m.widths == at:
+                return m
+        return None
+
+    # Conveniences for library callers; the text itself is paramcalc.verify.present's.
+    @property
+    def summary(self) -> str:
+        """:func:`paramcalc.verify.present.summary` of this report."""
+        from paramcalc.verify.present import summary
+
+        return summary(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """:func:`paramcalc.verify.present.to_json` of this report."""
+        from paramcalc.verify.present import to_json
+
+        return to_json(self)
 
 
-def report_table(report: Report, rows: str = "all") -> Table:
-    """The per-quantity table of a report; ``rows`` is one of :data:`ROWS`."""
-    lo, hi = (report.lead_values[0], report.lead_values[-1]) if report.widths else ("-", "-")
-    lr = f"{report.lr:.3g}{' (auto)' if report.lr_auto else ''}"
-    batch = f"batch {report.batch}" + (f" x {report.seq} tokens" if report.seq else "")
-    table = Table(
-        title=f"paramcalc verify {report.spec.name}: {report.parametrization} ({report.form}), "
-        f"{report.optimizer}; {report.lead} = {lo}..{hi}",
-        caption=f"{len(report.seeds)} seed(s), {report.steps} step(s), {batch}, "
-        f"{report.data} data, {report.loss}{' (centered output)' if report.centered else ''}, lr {lr}, "
-        f"{report.device}, {report.dtype}. Slopes of log(quantity) against log({report.lead}); update "
-        "quantities after the last step, predictions after the first.",
-        title_justify="left",
-    )
-    table.add_column("layer / tensor", style="bold", no_wrap=True)
-    table.add_column("quantity", no_wrap=True)
-    table.add_column("measured", justify="right", no_wrap=True)
-    table.add_column("predicted", justify="right", no_wrap=True)
-    table.add_column("Θ-exp.", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("verdict")
-    by_key: dict[tuple[str, str], list[Check]] = {}
-    for check in report.checks:
-        by_key.setdefault((check.subject, check.quantity), []).append(check)
-    final = max((st for _, _, st in report.slopes), default=0)
-    keys = sorted({(s, q) for q, s, _ in report.slopes},
-                  key=lambda k: (*_subject_order(report, k[0]), _q(k[1])))
-    if rows == "failing" or (rows == "auto" and len(keys) > AUTO_ROWS):
-        keys = [k for k in keys if any(not c.passed for c in by_key.get(k, []))]
-    previous = None
-    for subject, quantity in keys:
-        info = QUANTITIES.get(quantity)
-        step = 0 if info is not None and info.step == "init" else final
-        slope = report.slopes.get((quantity, subject, step))
-        if slope is None:
-            continue
-        checks = by_key.get((subject, quantity), [])
-        pred = report.predicted_slopes.get((quantity, subject, 1 if step else 0),
-                                           report.predicted_slopes.get((quantity, subject, step), math.nan))
-        exponent = None
-        if report.scaling is not None and (quantity, subject) in report.scaling:
-            exponent = report.scaling.exponent(quantity, subject)
-        target_check = next((c for c in checks if c.kind == "target"), None)
-        target = "-" if target_check is None else str(target_check.target)
-        if target_check is not None and target_check.upper:
-            target = f"<= {target}"
-        excluded = subject in report.excluded and info is not None and info.step == "update"
-        table.add_row(
-            subject if subject != previous else "",
-            info.title if info else quantity,
-            _slope(slope.value, slope.stderr),
-            _slope(pred),
-            "-" if exponent is None else str(exponent),
-            target,
-            Text("excluded: no gradient", style="dim") if excluded else _verdict(checks),
-        )
-        previous = subject
-    return table
+def __getattr__(name: str) -> Any:
+    """The terminal table lived here before :mod:`paramcalc.verify.present`: old imports keep working."""
+    if name in ("ROWS", "print_report", "report_table"):
+        from paramcalc.verify import present
 
-
-def _subject_order(report: Report, subject: str) -> tuple[int, int, str]:
-    """Layer order, then the layer's features, its weight, its other tensors."""
-    names = [layer.name for layer in report.spec.layers]
-    if subject in names:
-        return names.index(subject), 0, ""
-    layer, _, param = subject.rpartition(".")
-    index = names.index(layer) if layer in names else len(names)
-    return index, 1 if param == "weight" else 2, subject
-
-
-def _q(quantity: str) -> int:
-    order = list(QUANTITIES)
-    return order.index(quantity) if quantity in order else len(order)
-
-
-def _verdict(checks: list[Check]) -> Text:
-    if not checks:
-        return Text("reported", style="dim")
-    failed_target = [c for c in checks if c.kind == "target" and not c.passed]
-    failed_agree = [c for c in checks if c.kind == "agreement" and not c.passed]
-    parts = []
-    if failed_target:
-        c = failed_target[0]
-        gap = c.corrected - float(c.target or 0)
-        parts.append(Text(f"FAIL {'too large' if gap > 0 else 'too small'} n^{gap:+.2f}", style="bold red"))
-    if failed_agree:
-        parts.append(Text("DISAGREES with prediction", style="bold magenta"))
-    if parts:
-        return Text(" ").join(parts)
-    corrected = any(c.kind == "target" and abs(c.offset) > 0.05 for c in checks)
-    return Text("ok*" if corrected else "ok", style="green")
-
-
-def print_report(report: Report, console: Console | None = None, rows: str = "auto") -> None:
-    """The table, then the summary, notes, findings and skipped widths."""
-    console = console or Console()
-    table = report_table(report, rows)
-    console.print(table)
-    shown, total = table.row_count, len({(s, q) for q, s, _ in report.slopes})
-    if shown < total:
-        console.print(Text(f"({total - shown} passing rows not shown: --rows all shows every row.)",
-                           style="dim"))
-    style = "bold green" if report.passed else "bold red"
-    console.print(Text(report.summary, style=style))
-    console.print(Text(f"* Learning rate {report.lr:.3g}: {report.lr_source}.", style="dim"))
-    for note in report.notes:
-        console.print(Text(f"* {note}", style="dim"))
-    by_reason: dict[str, list[str]] = {}
-    for tensor, reason in report.excluded.items():
-        by_reason.setdefault(reason, []).append(tensor)
-    for reason, tensors in by_reason.items():
-        console.print(Text(f"* {', '.join(tensors)}: {reason}.", style="dim"))
-    for line in report.skipped:
-        console.print(Text(f"skipped: {line}", style="yellow"))
+        return getattr(present, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,290 @@
+"""Planning a verify run: everything decided before the first model is trained at a sweep width.
+
+:func:`plan` turns a spec and a :class:`~paramcalc.verify.config.VerifyConfig` into a frozen
+:class:`VerifyPlan`:
+
+1. the structure: a chain (the first-step calculus covers it), a transformer, or a factory's model;
+   with it the defaults the config left open (batch, tokens, loss, seeds, floating-point type);
+2. the derivation of the parametrization, and the calculus on it (:func:`paramcalc.engine.calculus.scaling`)
+   when the spec is a chain; otherwise only the per-tensor ``||W||_*`` at init
+   (:func:`~paramcalc.engine.calculus.local_scaling`), and the rest is judged on the paper's targets;
+3. the widths of the sweep (:func:`paramcalc.verify.widths.sweep`), the seeds and their batches;
+4. the global learning rate: given, or from the calculus, or, without one, from probe steps at the
+   smallest width that fits (:mod:`paramcalc.verify.calibrate`);
+5. without a calculus, the tensors that get no gradient at all (:func:`paramcalc.verify.probe.zero_gradient`):
+   their updates are reported, not judged;
+6. what each run measures (:class:`~paramcalc.verify.measure.RunSettings`).
+
+Bad input of any kind raises :class:`~paramcalc.SpecError` here, before any training. For a chain
+a plan trains nothing; without a calculus it takes the probe steps of 4 and 5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+from torch import nn
+
+import paramcalc
+from paramcalc.engine import Derivation
+from paramcalc.engine.calculus import NotAChain, Scaling, local_scaling, scaling
+from paramcalc.errors import Problem, SpecError
+from paramcalc.spec import Spec
+from paramcalc.verify.calibrate import Calibration, ProbeSetup, calculus_lr, calibrate_lr
+from paramcalc.verify.config import (
+    AUTO_FEATURE_CHANGE,
+    AUTO_OUTPUT_CHANGE,
+    BATCH,
+    DTYPES,
+    SEEDS,
+    SEQ_BATCH,
+    SEQ_LEN,
+    SEQ_SEEDS,
+    ZERO_PROBE_WIDTHS,
+    VerifyConfig,
+)
+from paramcalc.verify.data import Batch, make_batch
+from paramcalc.verify.measure import RunSettings
+from paramcalc.verify.model import does_not_fit, load_factory
+from paramcalc.verify.probe import zero_gradient, zero_gradient_reason
+from paramcalc.verify.widths import attention_heads, lead_width, sweep
+
+__all__ = ["Structure", "VerifyPlan", "plan", "resolve_device"]
+
+Factory = Callable[[dict[str, int]], nn.Module]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Input and output of the model as the data generator needs them, and whether it is a chain."""
+
+    spec: Spec
+    first: str
+    last: str
+    sparse: bool
+    chain: bool
+
+    @property
+    def sequence(self) -> bool:
+        """Token sequences in (a transformer or a factory's model fed one-hot inputs)."""
+        return not self.chain and self.sparse
+
+    def _dim(self, layer: str, attr: str, at: Mapping[str, int]) -> int:
+        expr = self.spec.layer(layer).attrs[attr]
+        return int(sympy.sympify(expr).xreplace({self.spec.widths[k].symbol: v for k, v in at.items()}))
+
+    def n_in(self, at: Mapping[str, int]) -> int:
+        return self._dim(self.first, "fan_in", at)
+
+    def n_out(self, at: Mapping[str, int]) -> int:
+        return self._dim(self.last, "fan_out", at)
+
+    @property
+    def positions(self) -> int | None:
+        """The position embedding's size, the longest sequence a transformer reads (None: none)."""
+        top = [layer for layer in self.spec.layers if "block" not in layer.attrs]
+        if not self.sequence or len(top) < 2 or top[0].kind != "embedding" or top[1].kind != "embedding":
+            return None
+        expr = sympy.sympify(top[1].attrs["fan_in"]).xreplace(self.spec.base_values)
+        return int(expr) if expr.is_Integer else None
+
+
+def structure(spec: Spec, factory: Factory | None) -> Structure:
+    """What the spec is; bad input when no model can be built from it."""
+    from paramcalc.models import chain_problems, is_transformer
+
+    weights = spec.weight_layers
+    if not weights:
+        raise SpecError([Problem("layers", "no linear or embedding layer to verify")], source=spec.source)
+    first, last = weights[0], weights[-1]
+    sparse = first.kind == "embedding" or first.attrs.get("input") == "sparse"
+    chain = not chain_problems(spec)
+    if not chain and factory is None and not is_transformer(spec):
+        raise SpecError(
+            [Problem("layers", "this spec is neither a chain of linear layers nor a transformer, so no "
+                               "model can be built from it; pass --model module:function, a factory "
+                               "returning your nn.Module at given widths")],
+            source=spec.source,
+        )
+    return Structure(spec, first.name, last.name, sparse, chain)
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """A verify run decided: what to train, at which widths and seeds, with which learning rate, and
+    what to measure. :func:`paramcalc.verify.run.execute` executes it."""
+
+    config: VerifyConfig
+    spec: Spec
+    derivation: Derivation
+    factory: Factory | None
+    structure: Structure
+    #: The width assignment of every run of the sweep, smallest first.
+    widths: tuple[dict[str, int], ...]
+    lead: str
+    seeds: tuple[int, ...]
+    batch: int
+    loss: str
+    #: Tokens per sequence for sequence models (``None``: one input per example).
+    seq: int | None
+    device: torch.device
+    dtype: str
+    #: Whether the first-step calculus covers the architecture.
+    chain: bool
+    #: The calculus (a chain) or the per-tensor init predictions (anything else).
+    scaling: Scaling
+    notes: tuple[str, ...]
+    lr: float
+    lr_auto: bool
+    calibration: Calibration | None
+    #: Tensors without a gradient, with the reason, and their relative float64 gradient norms.
+    excluded: Mapping[str, str]
+    zero_gradients: Mapping[str, float]
+    settings: RunSettings
+    #: The training batch of each seed (drawn at the first width that fits).
+    batches: Mapping[int, Batch]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU. Asking for CUDA without one is bad input."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SpecError([Problem("--device", "cuda was asked for, but no CUDA device is available")],
+                        source="command line")
+    if device not in ("cpu", "cuda"):
+        raise SpecError([Problem("--device", f"expected auto, cpu or cuda, got {device!r}")],
+                        source="command line")
+    return torch.device(device)
+
+
+def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPlan:
+    """Decide a verify run (see the module docstring); raises :class:`~paramcalc.SpecError` on bad input."""
+    loaded = paramcalc.load_spec(spec)  # type: ignore[arg-type]
+    factory = load_factory(config.model) if isinstance(config.model, str) else config.model
+    shape = structure(loaded, factory)
+    batch, seq, loss, seeds = _family_defaults(shape, config)
+    _check_settings(config, batch, seq, shape.positions)
+    derivation = _derive(loaded, config)
+    widths = sweep(loaded, sorted(set(config.widths)))
+    seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    if not seed_list:
+        raise SpecError([Problem("--seeds", "at least one seed")], source="command line")
+    device = resolve_device(config.device)
+    calc, notes, chain = _predictions(derivation, loss, config.center)
+    if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
+        raise SpecError([Problem("--lr", f"expected a positive learning rate, got {config.lr}")],
+                        source="command line")
+    dtype = config.dtype or ("float32" if chain else "float64")
+    fitting = [at for at in widths if not does_not_fit(derivation, at, batch, config.optimizer, device)]
+
+    def draw() -> dict[int, Batch]:  # every seed's batch, drawn at the first width that fits
+        return {} if not fitting else {
+            s: make_batch(data=config.data, loss=loss, batch=batch, seed=s, n_in=shape.n_in(fitting[0]),
+                          n_out=shape.n_out(fitting[0]), sparse=shape.sparse, seq=seq) for s in seed_list}
+
+    lr, calibration, batches = config.lr, None, None
+    if lr is None and chain:
+        lr = calculus_lr(calc, None, AUTO_OUTPUT_CHANGE)
+    elif lr is None:
+        probe = ProbeSetup(centered=config.center, factory=factory, device=device, dtype=DTYPES[dtype])
+        calibration, batches = _probe_lr(derivation, fitting, draw, config.optimizer, probe)
+        lr = 1.0 if calibration is None else calibration.lr  # 1.0: nothing fits, every width is skipped
+    batches = draw() if batches is None else batches
+    zero: dict[str, float] = {}
+    if fitting and not chain:  # a chain's tensors all get a gradient; attention's key bias does not
+        zero = zero_gradient(derivation, fitting[:ZERO_PROBE_WIDTHS], batches[seed_list[0]],
+                             centered=config.center, factory=factory, device=device, seed=seed_list[0])
+    settings = RunSettings(config.optimizer, float(lr), config.steps, _frozen(config.measure_steps),
+                           centered=config.center, structured=not chain,
+                           logit_group=attention_heads(loaded, widths[0]), dtype=DTYPES[dtype])
+    return VerifyPlan(
+        config=config, spec=loaded, derivation=derivation, factory=factory, structure=shape,
+        widths=tuple(widths), lead=lead_width(loaded), seeds=seed_list, batch=batch, loss=loss, seq=seq,
+        device=device, dtype=dtype, chain=chain, scaling=calc, notes=tuple(notes), lr=float(lr),
+        lr_auto=config.lr is None,
+        calibration=calibration, excluded={name: zero_gradient_reason(derivation, name) for name in zero},
+        zero_gradients=zero, settings=settings, batches=batches,
+    )
+
+
+def _frozen(steps: tuple[int, ...] | None) -> frozenset[int] | None:
+    return frozenset(steps) if steps is not None else None
+
+
+def _family_defaults(shape: Structure, config: VerifyConfig) -> tuple[int, int | None, str, Any]:
+    """Batch, tokens per sequence, loss and seeds: the config's, or the family's defaults."""
+    sequence = shape.sequence
+    batch, seq, loss, seeds = ((SEQ_BATCH, SEQ_LEN, "ce", SEQ_SEEDS) if sequence
+                               else (BATCH, None, "mse", SEEDS))
+
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return (given(config.batch, batch), given(config.seq, seq) if sequence else None,
+            given(config.loss, loss), given(config.seeds, seeds))
+
+
+def _check_settings(config: VerifyConfig, batch: int, seq: int | None, positions: int | None) -> None:
+    problems = []
+    steps = config.steps
+    if seq is not None and seq < 1:
+        problems.append(Problem("--seq", f"expected a positive sequence length, got {seq}"))
+    elif seq is not None and positions is not None and seq > positions:
+        problems.append(Problem("--seq", f"the model has {positions} positions; got sequences of {seq}"))
+    if steps < 1:
+        problems.append(Problem("--steps", f"expected at least 1 step, got {steps}"))
+    if len(set(config.widths)) < 2:
+        problems.append(Problem("--widths", "expected at least two different widths to fit a slope"))
+    if batch < 1:
+        problems.append(Problem("--batch", f"expected a positive batch size, got {batch}"))
+    if config.measure_steps is not None and any(not 1 <= s <= steps for s in config.measure_steps):
+        problems.append(Problem("measure_steps", f"steps to measure must lie in 1..{steps}"))
+    if problems:
+        raise SpecError(problems, source="command line")
+    if config.dtype is not None and config.dtype not in DTYPES:
+        raise SpecError([Problem("--dtype", f"expected one of {', '.join(DTYPES)}, got {config.dtype!r}")],
+                        source="command line")
+
+
+def _derive(spec: Spec, config: VerifyConfig) -> Derivation:
+    try:
+        return paramcalc.derive(spec, config.parametrization, config.optimizer, form=config.form)
+    except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(str(exc), source="command line") from None
+
+
+def _predictions(derivation: Derivation, loss: str, center: bool) -> tuple[Scaling, list[str], bool]:
+    """The calculus for a chain; otherwise the per-tensor init predictions, and a note saying so."""
+    try:
+        return scaling(derivation, loss, centered=center), [], True
+    except NotAChain as exc:
+        note = (f"No prediction for this architecture: the first-step calculus propagates through "
+                f"chains only ({exc}). Predicted here, tensor by tensor: ||W||_* at init (and its "
+                "finite-width offset); features, updates and attention logits are judged against "
+                "Desideratum 1, Condition 1 and TP5 Def. 4.1 directly.")
+        return local_scaling(derivation), [note], False
+
+
+def _probe_lr(
+    derivation: Derivation, fitting: list[dict[str, int]], draw: Callable[[], dict[int, Batch]],
+    optimizer: str, setup: ProbeSetup,
+) -> tuple[Calibration | None, dict[int, Batch] | None]:
+    """Without a calculus: the learning rate from probe steps at the smallest width that fits, and
+    the batches drawn for them. Anything that fails on the way means no lr could be calibrated."""
+    if not fitting:
+        return None, None
+    try:
+        batches = draw()
+        return calibrate_lr(derivation, fitting[0], batches, optimizer, target=AUTO_FEATURE_CHANGE,
+                            setup=setup), batches
+    except ValueError as exc:
+        raise SpecError([Problem("--lr", f"no learning rate could be calibrated ({exc}); give --lr")],
+                        source="command line") from None
