@@ -10,7 +10,7 @@ from __future__ import annotations
 from paramcalc.errors import lookup
 from paramcalc.kinds.base import LayerKind
 
-__all__ = ["KINDS", "LayerKind", "get_kind", "register_kind"]
+__all__ = ["KINDS", "LayerKind", "get_kind", "register_kind", "unregister_kind"]
 
 #: Kind name -> kind. Built-in kinds first; :func:`register_kind` adds more.
 KINDS: dict[str, LayerKind] = {}
@@ -24,6 +24,15 @@ def register_kind(kind: LayerKind) -> LayerKind:
 
     schema.rebuild()
     return kind
+
+
+def unregister_kind(name: str) -> None:
+    """Remove the kind registered under ``name`` (an extension's, e.g. after a test) and rebuild
+    the spec schema."""
+    KINDS.pop(name, None)
+    from paramcalc.spec import schema
+
+    schema.rebuild()
 
 
 def get_kind(name: str) -> LayerKind:

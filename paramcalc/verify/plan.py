@@ -88,7 +88,7 @@ class Structure:
     def positions(self) -> int | None:
         """The position embedding's size, the longest sequence a transformer reads (None: none)."""
         top = [layer for layer in self.spec.layers if "block" not in layer.attrs]
-        if not self.sequence or len(top) < 2 or top[0].kind != "embedding" or top[1].kind != "embedding":
+        if not self.sequence or len(top) < 2 or not all(t.definition.reads_ids for t in top[:2]):
             return None
         expr = sympy.sympify(top[1].attrs["fan_in"]).xreplace(self.spec.base_values)
         return int(expr) if expr.is_Integer else None
@@ -96,15 +96,13 @@ class Structure:
 
 def structure(spec: Spec, factory: Factory | None) -> Structure:
     """What the spec is; bad input when no model can be built from it."""
-    from paramcalc.models import chain_problems, is_transformer
-
     weights = spec.weight_layers
     if not weights:
         raise SpecError([Problem("layers", "no linear or embedding layer to verify")], source=spec.source)
     first, last = weights[0], weights[-1]
-    sparse = first.kind == "embedding" or first.attrs.get("input") == "sparse"
-    chain = not chain_problems(spec)
-    if not chain and factory is None and not is_transformer(spec):
+    sparse = not first.definition.dense(first)
+    chain = spec.topology.family == "chain"
+    if spec.topology.family is None and factory is None:
         raise SpecError(
             [Problem("layers", "this spec is neither a chain of linear layers nor a transformer, so no "
                                "model can be built from it; pass --model module:function, a factory "

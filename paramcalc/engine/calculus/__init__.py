@@ -98,7 +98,7 @@ from paramcalc.engine.calculus.quantities import (
     Prediction,
     Quantity,
 )
-from paramcalc.engine.calculus.scaling import Scaling, local_scaling, loglog_slope, sweep
+from paramcalc.engine.calculus.scaling import Scaling, local_scaling
 from paramcalc.engine.calculus.targets import target_exponents
 
 __all__ = [
@@ -112,8 +112,6 @@ __all__ = [
     "Scaling",
     "chain_problems",
     "local_scaling",
-    "loglog_slope",
     "scaling",
-    "sweep",
     "target_exponents",
 ]

@@ -3,75 +3,17 @@ prediction that needs no forward plan, :func:`local_scaling`."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from fractions import Fraction
+from collections.abc import Mapping, Sequence
 
 import sympy
 
 from paramcalc.engine.calculus.quantities import ETA, ONE, ZERO, FiniteWidthNote, Prediction
 from paramcalc.engine.calculus.targets import target_exponents
 from paramcalc.engine.derivation import Derivation
-from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Spec
 from paramcalc.symbolic import numeric, theta_exponent
 
-__all__ = ["Scaling", "local_scaling", "loglog_slope", "sweep"]
-
-
-def sweep(spec: Spec, values: Iterable[int]) -> list[dict[str, int]]:
-    """Width assignments for a sweep over the spec's first scaling width.
-
-    Each value is the first scaling width's value; every other scaling width scales in proportion
-    to its base (``n_heads = 12 * d_model / 768``) and must come out an integer; fixed widths keep
-    their values. Raises :class:`SpecError` naming the width that does not.
-
-    >>> import paramcalc
-    >>> spec = paramcalc.load_spec({"name": "m", "widths": {"d": {"base": 64}, "h": {"base": 2}},
-    ...                             "layers": [{"name": "fc", "fan_in": "d", "fan_out": "h"}]})
-    >>> sweep(spec, [32, 128])
-    [{'d': 32, 'h': 1}, {'d': 128, 'h': 4}]
-    """
-    scaling = [w for w in spec.widths.values() if w.scaling]
-    if not scaling:
-        raise SpecError([Problem("widths", "no scaling width (a {base: N} entry) to sweep over")],
-                        source=spec.source)
-    lead = scaling[0]
-    out: list[dict[str, int]] = []
-    problems: list[Problem] = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            problems.append(Problem("--widths", f"expected positive integers, got {value!r}"))
-            continue
-        at = {w.name: w.value for w in spec.widths.values()}
-        for w in scaling:
-            exact = Fraction(w.value * value, lead.value)
-            if exact.denominator != 1:
-                problems.append(Problem(
-                    f"widths.{w.name}",
-                    f"{lead.name} = {value} makes {w.name} = {w.value} * {value} / {lead.value} = "
-                    f"{float(exact):g}, not an integer; choose {lead.name} a multiple of "
-                    f"{lead.value // math.gcd(lead.value, w.value)}",
-                ))
-            at[w.name] = int(exact)
-        out.append(at)
-    if problems:
-        raise SpecError(problems, source=spec.source)
-    return out
-
-
-def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (NaN with fewer than two points)."""
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys)
-           if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)]
-    if len(pts) < 2:
-        return math.nan
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    if sxx == 0:
-        return math.nan
-    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+__all__ = ["Scaling", "local_scaling"]
 
 
 class Scaling:
@@ -80,7 +22,8 @@ class Scaling:
     ``subject`` is a layer name for feature quantities (``rms_h``, ``rms_dh``, ``feature_change``),
     a tensor name (``fc1.weight``, ``fc1.bias``) for tensor quantities, and the last weight layer
     for ``alignment`` and ``output_gradient``. Use :meth:`exponent` for the asymptotic claim,
-    :meth:`evaluate` and :meth:`slope` for the finite-width one.
+    :meth:`evaluate` for the finite-width one (``paramcalc.verify.fit.predicted_slope`` fits it across a
+    sweep as measurements are).
     """
 
     def __init__(
@@ -141,29 +84,6 @@ class Scaling:
         memo: dict[sympy.Basic, float] = {}
         return {key: numeric(p.expr, env, memo) for key, p in self.predictions.items()}
 
-    def slope(
-        self, quantity: str, subject: str, widths: Sequence[Mapping[str, int]], lr: float = 1.0
-    ) -> float:
-        """The log-log slope of the finite-width prediction across ``widths``, against the sweep width
-        (the spec's first scaling width), fit as measurements are (:func:`loglog_slope`)."""
-        expr = self.predictions[(quantity, subject)].expr
-        lead = _lead(self.spec)
-        xs = [float(self.derivation.resolve_widths(at)[lead]) for at in widths]
-        ys = [numeric(expr, self._env(at, lr)) for at in widths]
-        return loglog_slope(xs, ys)
-
-    def calibrate_lr(self, widths: Mapping[str, int] | None = None, output_rms_change: float = 0.1) -> float:
-        """The global learning rate whose predicted first step changes the output by ``output_rms_change``.
-
-        Evaluated at ``widths`` (default: the spec's base widths, where the hyperparameters are
-        tuned). Every update is linear in the global learning rate on the first step, so this is
-        one division. It fixes a width-independent constant and cannot change any exponent.
-        """
-        per_unit = self.evaluate(widths, lr=1.0)[("rms_dh", self.output_layer)]
-        if not (per_unit > 0 and math.isfinite(per_unit)):
-            raise ValueError(f"the predicted output change per unit learning rate is {per_unit}")
-        return output_rms_change / per_unit
-
     def notes(self, widths: Sequence[Mapping[str, int]]) -> list[FiniteWidthNote]:
         """Layers whose fixed fan-in still exceeds their fan-out at the smallest of ``widths``."""
         if not widths:
@@ -177,10 +97,6 @@ class Scaling:
             if sympy.sympify(layer.attrs["fan_out"]).xreplace(env) < sympy.sympify(d_in).xreplace(env):
                 out.append(note)
         return out
-
-
-def _lead(spec: Spec) -> str:
-    return next(w.name for w in spec.widths.values() if w.scaling)
 
 
 def local_scaling(derivation: Derivation) -> Scaling:
@@ -199,7 +115,7 @@ def local_scaling(derivation: Derivation) -> Scaling:
     has spectral norm ``~ sqrt(2/pi) sqrt(m n / r)`` above a random bulk ``~ sqrt(m) + sqrt(n)``; in a
     transformer whose heads scale with width, the query and key gradients of one head are dominated
     by a few tokens, so their effective rank grows with the number of heads until it reaches the
-    number of tokens, and the constant drifts (:mod:`paramcalc.verify.run` keeps the tokens few for
+    number of tokens, and the constant drifts (:mod:`paramcalc.verify.config` keeps the tokens few for
     that reason). A key bias gets no gradient at all: softmax ignores ``q . b_k``, which adds the same
     number to every logit of a query. Used by the verifier for specs that are not chains.
     """
