@@ -126,3 +126,15 @@ def test_calculus_steps_through_the_new_kind(toy_kind):
     # The identity keeps features Theta(1); its gain's update is that of an input-role vector.
     assert s.exponent("rms_dh", "fc2") == 0
     assert s.exponent("update_norm", "scale.weight") == sympy.Rational(1, 2)
+
+
+@pytest.mark.slow
+def test_verify_measures_and_judges_the_new_kind(toy_kind):
+    from paramcalc.verify import verify
+
+    good = verify(paramcalc.load_spec(SPEC), "mup", "sgd", widths=[64, 128, 256, 512], seeds=3)
+    assert good.passed, good.failures
+    judged = {(c.quantity, c.subject) for c in good.checks}
+    assert ("update_norm", "scale.weight") in judged and ("rms_dh", "fc2") in judged
+    bad = verify(paramcalc.load_spec(SPEC), "ntp", "sgd", widths=[64, 128, 256, 512], seeds=3)
+    assert not bad.passed

@@ -35,6 +35,8 @@ from paramcalc.verify.probe import ZERO_GRADIENT, zero_gradient  # noqa: E402
 from paramcalc.verify.widths import sweep  # noqa: E402
 from tests.conftest import small_gpt  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 WIDTHS = [32, 64, 128]
 
 TINY_GPT = small_gpt("tiny-gpt", vocab=64, ctx=8, d_model_base=32, heads_base=2, d_head=16,
