@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from paramcalc import registry
 from paramcalc.errors import SpecError
 
 app = typer.Typer(
@@ -29,37 +30,21 @@ app = typer.Typer(
 )
 
 
-class Param(str, Enum):
-    spectral = "spectral"
-    mup = "mup"
-    ntp = "ntp"
-    sp = "sp"
+def _choices(name: str, names: Iterable[str]) -> type[Enum]:
+    """An option's choices, from a registry (:mod:`paramcalc.registry`: the only list of names)."""
+    return Enum(name, {n: n for n in names}, type=str)  # type: ignore[return-value]
 
 
-class Opt(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-
-
-class Emit(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-    latex = "latex"
-    torch = "torch"
-    jax = "jax"
+Param = _choices("Param", registry.PARAMETRIZATIONS)
+Opt = _choices("Opt", registry.OPTIMIZERS)
+Emit = _choices("Emit", ["table", *registry.EMITTERS])
+TableFormat = _choices("TableFormat", registry.TABLE_FORMATS)
 
 
 class Rows(str, Enum):
     auto = "auto"
     all = "all"
     failing = "failing"
-
-
-class TableFormat(str, Enum):
-    markdown = "markdown"
-    latex = "latex"
-    html = "html"
 
 
 SpecArg = Annotated[

@@ -24,30 +24,37 @@ def print_derivation(
     Rows of a repeated block that are equal in every column share one row
     (``blocks.*.attn.q.weight x12``), as in those outputs.
     """
-    import io
+    from rich.console import Group
 
-    from rich.console import Console, Group
+    values_at = d.resolve_widths(widths)
+    parts: list[Any] = [_tensor_table(d, values_at)]
+    if d.constants:
+        parts.append(_scales_table(d, values_at))
+    _show(Group(*parts), output)
+
+
+def _repeated(pattern: str, count: int) -> str:
+    return f"{pattern} x{count}"
+
+
+def _tensor_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
     from rich.table import Table
 
     from paramcalc.emit.tables import collapse_blocks
 
-    def repeated(pattern: str, count: int) -> str:
-        return f"{pattern} x{count}"
-
-    values_at = d.resolve_widths(widths)
     values = d.evaluate(values_at)
     rows = [
         (name, (p.tensor.role, *_cells((p.init_std, p.lr, p.multiplier), p.exponents, values[name])))
         for name, p in d.items()
     ]
-    collapsed, merged = collapse_blocks(rows, repeated)
+    collapsed, merged = collapse_blocks(rows, _repeated)
     tied_values = d.evaluate_tied(values_at)
-    tied_rows = []
-    for layer, ts in d.tied.items():
-        exprs = (ts.init_std, ts.lr, ts.multiplier)
-        exps = dict(zip(QUANTITIES, (d.spec.exponent(e) for e in exprs)))
-        tied_rows.append((f"{layer} (uses {ts.tensor})", ts.role, *_cells(exprs, exps, tied_values[layer])))
-
+    tied_exponents = d.tied_exponents()
+    tied_rows = [
+        (f"{layer} (uses {ts.tensor})", ts.role,
+         *_cells((ts.init_std, ts.lr, ts.multiplier), tied_exponents[layer], tied_values[layer]))
+        for layer, ts in d.tied.items()
+    ]
     at = ", ".join(f"{k}={v}" for k, v in values_at.items())
     notes = "\n* stands for every block index of a repeated block." if merged else ""
     if any(p.tensor.init == "ones" for p in d.values()):  # W ~ N(0, 0) would read as zero gains
@@ -68,32 +75,42 @@ def print_derivation(
     table.add_column("values", no_wrap=True)
     for row in (*collapsed, *tied_rows):
         table.add_row(*row)
-    parts: list[Any] = [table]
+    return table
 
-    if d.constants:
-        constant_values = d.evaluate_constants(values_at)
-        constant_rows = [(name, (text(expr), f"{constant_values[name]:.4g}"))
-                         for name, expr in d.constants.items()]
-        scales = Table(title="attention-logit scales (pass as scaled_dot_product_attention(..., scale=))")
-        scales.add_column("constant", style="bold", no_wrap=True)
-        scales.add_column("scale", overflow="fold")
-        scales.add_column("value", no_wrap=True)
-        for row in collapse_blocks(constant_rows, repeated)[0]:
-            scales.add_row(*row)
-        parts.append(scales)
+
+def _scales_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
+    from rich.table import Table
+
+    from paramcalc.emit.tables import collapse_blocks
+
+    constant_values = d.evaluate_constants(values_at)
+    constant_rows = [(name, (text(expr), f"{constant_values[name]:.4g}"))
+                     for name, expr in d.constants.items()]
+    scales = Table(title="attention-logit scales (pass as scaled_dot_product_attention(..., scale=))")
+    scales.add_column("constant", style="bold", no_wrap=True)
+    scales.add_column("scale", overflow="fold")
+    scales.add_column("value", no_wrap=True)
+    for row in collapse_blocks(constant_rows, _repeated)[0]:
+        scales.add_row(*row)
+    return scales
+
+
+def _show(group: Any, output: Path | None) -> None:
+    import io
+
+    from rich.console import Console
 
     if output is None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=160)
-        console.print(Group(*parts))
-    else:
-        from paramcalc.files import write_text_atomically
+        console.print(group)
+        return
+    from paramcalc.files import write_text_atomically
 
-        console = Console(record=True, width=160, file=io.StringIO())
-        console.print(Group(*parts))
-        text_out = console.export_text()
-        write_text_atomically(output, text_out)
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(group)
+    write_text_atomically(output, console.export_text())
 
 
 def _cells(

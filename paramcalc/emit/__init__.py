@@ -6,19 +6,14 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from paramcalc import registry
 from paramcalc.errors import lookup
 
 __all__ = ["EMITTERS", "emit"]
 
-# target -> (module, function). Imported on use, so `--emit json` never loads jinja2.
-EMITTERS: dict[str, tuple[str, str]] = {
-    "json": ("paramcalc.emit.json", "emit_json"),
-    "markdown": ("paramcalc.emit.markdown", "emit_markdown"),
-    "latex": ("paramcalc.emit.latex", "emit_latex"),
-    "html": ("paramcalc.emit.html", "emit_html"),
-    "torch": ("paramcalc.emit.torch", "emit_torch"),
-    "jax": ("paramcalc.emit.jax", "emit_jax"),
-}
+#: target -> (module, function), from :data:`paramcalc.registry.EMITTERS`. Imported on use, so
+#: ``--emit json`` never loads jinja2.
+EMITTERS = registry.EMITTERS
 
 
 def get_emitter(target: str) -> Callable[..., str]:

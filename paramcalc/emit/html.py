@@ -68,10 +68,6 @@ HTML = TableFormat(
     exponents=_exponents,
     repeated=lambda pattern, count: f"{_name(pattern)} &#215;{count}",
     tied=lambda layer, tensor: f"{_name(layer)} (uses {_name(tensor)})",
-    titles={
-        "spectral": "spectral", "mup": "&#956;P", "ntp": "NTP", "sp": "SP",
-        "sgd": "SGD", "adam": "Adam",
-    },
     headers={
         "tensor": "tensor", "role": "role", "shape": "shape", "init_std": "&#963;<sub>&#8467;</sub>",
         "lr": "&#951;<sub>&#8467;</sub>", "multiplier": "multiplier", "exponents": "exponents",

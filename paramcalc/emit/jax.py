@@ -33,18 +33,7 @@ from paramcalc.engine import Derivation
 from paramcalc.errors import SpecError
 from paramcalc.spec import Tensor
 
-__all__ = ["FLAX_LEAVES", "OPTAX_OPTIMIZERS", "emit_jax", "jax_context", "leaves"]
-
-# Spec layer kind -> its parameters' names in flax (Dense, Embed, LayerNorm / RMSNorm).
-FLAX_LEAVES: dict[str, dict[str, str]] = {
-    "linear": {"weight": "kernel", "bias": "bias"},
-    "embedding": {"weight": "embedding"},
-    "norm": {"weight": "scale", "bias": "bias"},
-}
-
-# Derivation optimizer -> the optax constructor that implements it.
-OPTAX_OPTIMIZERS = {"sgd": "optax.sgd", "adam": "optax.adam"}
-
+__all__ = ["emit_jax", "jax_context", "leaves"]
 
 def leaves(d: Derivation) -> dict[str, tuple[str, str]]:
     """Spec tensor -> (layer, flax leaf name), for every tensor of the derivation."""
@@ -53,12 +42,11 @@ def leaves(d: Derivation) -> dict[str, tuple[str, str]]:
         for param, tensor in layer.params.items():
             if layer.name in d.tied and param == "weight":
                 continue  # the owner's tensor, listed under the owner
-            names = FLAX_LEAVES.get(layer.kind)
-            if names is None or param not in names:
-                known = ", ".join(f"{k} ({', '.join(v)})" for k, v in FLAX_LEAVES.items())
+            names = layer.definition.flax_leaves
+            if param not in names:
                 raise SpecError(
                     f"layers: {layer.name}: --emit jax has no flax layout for parameter {param!r} "
-                    f"of a {layer.kind!r} layer (known: {known})",
+                    f"of a {layer.kind!r} layer (its kind names: {', '.join(names) or 'none'})",
                     source=d.spec.source,
                 )
             out[tensor] = (layer.name, names[param])
@@ -78,14 +66,7 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
 
     ``widths`` (default: the spec's values) become the defaults of the emitted functions.
     """
-    try:
-        optax_name = OPTAX_OPTIMIZERS[d.optimizer.name]
-    except KeyError:
-        known = ", ".join(OPTAX_OPTIMIZERS)
-        raise SpecError(
-            f"--emit jax: no optax optimizer for {d.optimizer.name!r} (known: {known})",
-            source="command line",
-        ) from None
+    optax_name = d.optimizer.optax_constructor
     code = WidthCode.for_derivation(d)
     at = d.resolve_widths(widths)
     values = d.evaluate(at)

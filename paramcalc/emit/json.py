@@ -19,33 +19,29 @@ __all__ = ["derivation_data", "dumps", "emit_json"]
 _encode_str = json.encoder.encode_basestring_ascii
 
 
-def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """The derivation as plain data (strings and numbers)."""
-    from paramcalc import __version__
+class _Entries:
+    """Printed per-tensor entries, shared between tensors of one shape: derive evaluates a rule once
+    per shape, so one dict per distinct entry, which :func:`dumps` then encodes once."""
 
-    values_at = d.resolve_widths(widths)
-    values = d.evaluate(values_at)
-    tensor_cache: dict[Any, dict[str, Any]] = {}
-    # Tensors of one shape share their expressions (derive evaluates a rule once per shape), so
-    # they share their printed entries too: one dict per distinct entry, which `dumps` then
-    # encodes once.
-    scale_cache: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, str | None]]] = {}
+    def __init__(self) -> None:
+        self.scales: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, str | None]]] = {}
+        self.facts: dict[Any, dict[str, Any]] = {}
 
-    def scale_entries(p: Any) -> tuple[dict[str, str], dict[str, str | None]]:
+    def scale(self, p: Any) -> tuple[dict[str, str], dict[str, str | None]]:
         key = (p.init_std, p.lr, p.multiplier)
-        found = scale_cache.get(key)
+        found = self.scales.get(key)
         if found is None:
-            found = scale_cache[key] = (
+            found = self.scales[key] = (
                 {q: text(getattr(p, q)) for q in QUANTITIES},
                 {q: None if e is None else exponent_text(e) for q, e in p.exponents.items()},
             )
         return found
 
-    def tensor_facts(p: Any) -> dict[str, Any]:
+    def tensor(self, p: Any) -> dict[str, Any]:
         t = p.tensor
         key = (t.role, t.kind, t.layout, t.fan_in, t.fan_out, t.input, t.init, p.init_mean)
-        if key not in tensor_cache:
-            tensor_cache[key] = {
+        if key not in self.facts:
+            self.facts[key] = {
                 "role": t.role,
                 "kind": t.kind,
                 "shape": [text(s) for s in t.shape],
@@ -55,15 +51,36 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
                 "init": t.init,
                 "init_mean": text(p.init_mean),
             }
-        return tensor_cache[key]
+        return self.facts[key]
 
+
+def _tied(d: Derivation) -> dict[str, dict[str, str]]:
+    return {
+        layer: {
+            "tensor": ts.tensor,
+            "role": ts.role,
+            "multiplier": text(ts.multiplier),
+            "lr": text(ts.lr),
+            "init_std": text(ts.init_std),
+            "rule_init_std": text(ts.rule_init_std),
+            "init_exponent_gap": str(ts.init_exponent_gap),
+        }
+        for layer, ts in d.tied.items()
+    }
+
+
+def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The derivation as plain data (strings and numbers)."""
+    from paramcalc import __version__
+
+    values_at = d.resolve_widths(widths)
+    entries = _Entries()
     params: dict[str, dict[str, str]] = {}
     exponents: dict[str, dict[str, str | None]] = {}
     tensors: dict[str, dict[str, Any]] = {}
     for name, p in d.items():
-        params[name], exponents[name] = scale_entries(p)
-        tensors[name] = tensor_facts(p)
-
+        params[name], exponents[name] = entries.scale(p)
+        tensors[name] = entries.tensor(p)
     return {
         "paramcalc": __version__,
         "spec": d.spec.name,
@@ -71,32 +88,17 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
         "optimizer": d.optimizer.name,
         "form": d.form,
         "widths": {
-            w.name: (
-                {"base": w.value, "scaling": True}
-                if w.scaling
-                else {"value": w.value, "scaling": False}
-            )
+            w.name: {"base": w.value, "scaling": True} if w.scaling else {"value": w.value, "scaling": False}
             for w in d.spec.widths.values()
         },
         "params": params,
         "exponents": exponents,
         "tensors": tensors,
         "constants": {name: text(expr) for name, expr in d.constants.items()},
-        "tied": {
-            layer: {
-                "tensor": ts.tensor,
-                "role": ts.role,
-                "multiplier": text(ts.multiplier),
-                "lr": text(ts.lr),
-                "init_std": text(ts.init_std),
-                "rule_init_std": text(ts.rule_init_std),
-                "init_exponent_gap": str(ts.init_exponent_gap),
-            }
-            for layer, ts in d.tied.items()
-        },
+        "tied": _tied(d),
         "values": {
             "widths": values_at,
-            "params": values,
+            "params": d.evaluate(values_at),
             "constants": d.evaluate_constants(values_at),
             "tied": d.evaluate_tied(values_at),
         },

@@ -68,10 +68,6 @@ LATEX = TableFormat(
     exponents=_exponents,
     repeated=lambda pattern, count: rf"{_name(pattern)} ($\times {count}$)",
     tied=lambda layer, tensor: rf"{_name(layer)} (uses {_name(tensor)})",
-    titles={
-        "spectral": "Spectral", "mup": r"$\mu$P", "ntp": "NTP", "sp": "SP",
-        "sgd": "SGD", "adam": "Adam",
-    },
     headers={
         "tensor": "Tensor", "role": "Role", "shape": "Shape", "init_std": r"$\sigma_\ell$",
         "lr": r"$\eta_\ell$", "multiplier": "Multiplier", "exponents": "Exponents",

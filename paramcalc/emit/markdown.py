@@ -47,9 +47,6 @@ MARKDOWN = TableFormat(
     exponents=lambda exps: ", ".join(exps),
     repeated=lambda pattern, count: f"{_code(pattern)} \u00d7{count}",
     tied=lambda layer, tensor: f"{_code(layer)} (uses {_code(tensor)})",
-    titles={
-        "spectral": "spectral", "mup": "muP", "ntp": "NTP", "sp": "SP", "sgd": "SGD", "adam": "Adam",
-    },
     headers={
         "tensor": "tensor", "role": "role", "shape": "shape", "init_std": "\u03c3", "lr": "\u03b7",
         "multiplier": "multiplier", "exponents": "exponents", "constant": "constant",

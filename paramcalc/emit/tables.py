@@ -31,8 +31,6 @@ from paramcalc.errors import SpecError, lookup
 from paramcalc.spec import Spec, load_spec
 
 __all__ = [
-    "PARAMETRIZATIONS",
-    "TABLE_FORMATS",
     "Document",
     "Grid",
     "TableFormat",
@@ -45,16 +43,7 @@ __all__ = [
     "table_document",
 ]
 
-PARAMETRIZATIONS = ("spectral", "mup", "ntp", "sp")
-OPTIMIZERS = ("sgd", "adam")
 QUANTITIES = ("init_std", "lr", "multiplier")
-
-# Target -> (module, TableFormat). Imported on use.
-TABLE_FORMATS: dict[str, tuple[str, str]] = {
-    "markdown": ("paramcalc.emit.markdown", "MARKDOWN"),
-    "latex": ("paramcalc.emit.latex", "LATEX"),
-    "html": ("paramcalc.emit.html", "HTML"),
-}
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
 
@@ -78,7 +67,6 @@ class TableFormat:
     exponents: Callable[[Sequence[str]], str]  # Theta-exponents of one row
     repeated: Callable[[str, int], str]  # a collapsed name cell and its count
     tied: Callable[[str, str], str]  # "layer uses tensor"
-    titles: Mapping[str, str]  # parametrization and optimizer -> heading
     headers: Mapping[str, str]  # column key -> header
 
 
@@ -127,6 +115,8 @@ class Document:
 
 
 def get_format(name: str) -> TableFormat:
+    from paramcalc.registry import TABLE_FORMATS
+
     module, attr = lookup(TABLE_FORMATS, name, "table format")
     return getattr(importlib.import_module(module), attr)
 
@@ -210,7 +200,7 @@ def _grid(
             cols.append(fmt.headers["multiplier"])
         if single:
             cols.append(fmt.headers["exponents"])
-        groups.append(("" if single else fmt.titles[d.parametrization], tuple(cols)))
+        groups.append(("" if single else _title(fmt, d.parametrization), tuple(cols)))
     param_rows: list[tuple[str, tuple[str, ...]]] = []
     tied_rows: list[tuple[str, ...]] = []
     for r in rows:
@@ -241,11 +231,18 @@ def _shown(expr: sympy.Expr, value: float | None) -> float | None:
     return None if expr.is_Number else value
 
 
+def _title(fmt: TableFormat, name: str) -> str:
+    """A parametrization's or optimizer's heading in ``fmt`` (the title lives on the object)."""
+    from paramcalc.engine import OPTIMIZERS, RULES
+    from paramcalc.engine.rules import title_in
+
+    return title_in(RULES[name] if name in RULES else OPTIMIZERS[name], fmt.name)
+
+
 def _exponent(d: Derivation, r: _Row, k: int) -> str:
     if r.kind == "param":
         return exponent_text(d[r.name].exponents[QUANTITIES[k]])
-    ts = d.tied[r.name]
-    return exponent_text(d.spec.exponent((ts.init_std, ts.lr, ts.multiplier)[k]))
+    return exponent_text(d.tied_exponents()[r.name][QUANTITIES[k]])
 
 
 def _constants_grid(
@@ -265,7 +262,7 @@ def _constants_grid(
         rows.append((name, tuple(cells)))
     single = len(derivations) == 1
     groups = (("", tuple(
-        fmt.headers["scale"] if single else fmt.titles[d.parametrization] for d in derivations
+        fmt.headers["scale"] if single else _title(fmt, d.parametrization) for d in derivations
     )),)
     collapsed = collapse_blocks(rows, fmt.repeated, fmt.name_cell)
     return Grid(caption, (fmt.headers["constant"],), groups, *collapsed)
@@ -306,7 +303,7 @@ def derivation_document(
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     at = d.resolve_widths(widths)
     title = (
-        fmt.text(f"{d.spec.name}: ") + fmt.titles[d.parametrization]
+        fmt.text(f"{d.spec.name}: ") + _title(fmt, d.parametrization)
         + fmt.text(f", {d.optimizer.title} ({d.form} form)")
     )
     grids = [_grid(fmt, [d], at, single=True, caption=title)]
@@ -330,15 +327,17 @@ def table_document(
     """
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     loaded = load_spec(spec)  # type: ignore[arg-type]
-    params = tuple(parametrizations or PARAMETRIZATIONS)
-    opts = tuple(optimizers or OPTIMIZERS)
+    from paramcalc import registry
+
+    params = tuple(parametrizations or registry.PARAMETRIZATIONS)
+    opts = tuple(optimizers or registry.OPTIMIZERS)
     at = None
     sections = []
     for opt in opts:
         derivations = [derive(loaded, p, opt) for p in params]
         if widths is not None and at is None:
             at = derivations[0].resolve_widths(widths)
-        title = fmt.titles[opt]
+        title = _title(fmt, opt)
         caption = fmt.text(f"{loaded.name}, ") + title
         grids = [_grid(fmt, derivations, at, single=False, caption=caption)]
         constants = _constants_grid(
@@ -347,7 +346,7 @@ def table_document(
         if constants is not None:
             grids.append(constants)
         sections.append((title, tuple(grids)))
-    doc_title = fmt.text(f"{loaded.name}: ") + fmt.text(", ").join(fmt.titles[p] for p in params)
+    doc_title = fmt.text(f"{loaded.name}: ") + fmt.text(", ").join(_title(fmt, p) for p in params)
     notes = _notes(fmt, at, False, [g for _, grids in sections for g in grids], loaded)
     return Document(doc_title, tuple(notes), tuple(sections))
 

@@ -28,8 +28,6 @@ from paramcalc.engine import Derivation
 
 __all__ = ["emit_torch", "layer_multiplier_exprs", "torch_context"]
 
-# The torch.optim class shown in the usage example, per derivation optimizer.
-TORCH_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}
 
 
 def layer_multiplier_exprs(d: Derivation) -> dict[str, tuple[Any, Any]]:
@@ -63,7 +61,7 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
     tensors = [tensor_entry(d, name, p.tensor.shape, values[name], at, code) for name, p in d.items()]
     return {
         "h": header(d, "torch"),
-        "torch_optimizer": TORCH_OPTIMIZERS.get(d.optimizer.name, "SGD"),
+        "torch_optimizer": d.optimizer.torch_class,
         "widths": width_defaults(d, at),
         "tensors": tensors,
         "tied": [{"layer": literal(layer), "tensor": literal(ts.tensor)} for layer, ts in d.tied.items()],

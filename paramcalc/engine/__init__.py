@@ -1,8 +1,8 @@
 """The derivation engine: rules x optimizer laws -> per-tensor scales."""
 
 from paramcalc.engine.derivation import QUANTITIES, Derivation, ParamScale, abc_shift, derive
-from paramcalc.engine.optimizers import OPTIMIZERS, Optimizer, get_optimizer
-from paramcalc.engine.rules import RULES, get_rule
+from paramcalc.engine.optimizers import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
+from paramcalc.engine.rules import RULES, get_rule, register_rule
 
 __all__ = [
     "OPTIMIZERS",
@@ -15,4 +15,6 @@ __all__ = [
     "derive",
     "get_optimizer",
     "get_rule",
+    "register_optimizer",
+    "register_rule",
 ]

@@ -161,6 +161,13 @@ class Derivation(Mapping[str, ParamScale]):
         """Theta-exponents in width: every scaling width proportional to n, fixed widths constant."""
         return {name: p.exponents for name, p in self._params.items()}
 
+    def tied_exponents(self) -> dict[str, dict[str, sympy.Rational | None]]:
+        """Theta-exponents of each tied use's effective init std, lr and multiplier (:attr:`tied`)."""
+        return {
+            layer: {q: theta_exponent(getattr(ts, q), self.spec.scaling_symbols) for q in QUANTITIES}
+            for layer, ts in self.tied.items()
+        }
+
     # Forms ------------------------------------------------------------------------------------
     def shift(self, theta: Mapping[str, Any] | Callable[[ParamScale], Any]) -> Derivation:
         """Move to an equivalent form with the abc-symmetry; see :func:`abc_shift`."""
@@ -306,7 +313,5 @@ def derive(
                 tied[use.layer] = tie(owner, use_rule, use, t.name, opt, scaling)
     constants: dict[str, sympy.Expr] = {}
     for layer in spec.layers:
-        if layer.kind == "attention":
-            d_head = layer.attrs["d_head"]
-            constants[f"{layer.name}.scale"] = rule.attention_scale(d_head, d_head.xreplace(base))
+        constants.update(layer.definition.constants(layer, rule, base))
     return Derivation(spec, rule.name, opt, form, params, constants, tied)

@@ -179,7 +179,7 @@ def calibrate_lr(
     ``target / change`` until the change is within 10% of ``target``. Raises ``ValueError`` when no
     probe gives a finite, non-zero change.
     """
-    lr = start if start is not None else (1e-3 if optimizer == "adam" else 1e-2)
+    lr = start if start is not None else derivation.optimizer.probe_lr
     cal = Calibration(lr, dict(widths), target)
     names: dict[float, str] = {}
     for _ in range(PROBES * 3):

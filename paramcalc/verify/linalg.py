@@ -163,11 +163,7 @@ def _lanczos(
         us[k - 1] = z / alpha
         previous, theta = theta, best[0]
         increase, last_increase = theta - previous, increase
-        # Converging geometrically at rate r = increase / last_increase, the estimate is still
-        # about increase * r / (1 - r) low (Aitken); stop when that and the step are below tol.
-        rate = increase / last_increase if last_increase > 0 else 1.0
-        if increase <= tol * theta and (increase == 0 or (rate < 1 and increase * rate / (1 - rate)
-                                                          <= tol * theta)):
+        if _converged(increase, last_increase, theta, tol):
             met += 1
             if met >= confirmations and k >= min_steps:
                 break
@@ -176,6 +172,14 @@ def _lanczos(
     value, coeffs = best
     right = torch.tensor(coeffs, dtype=work.dtype, device=work.device) @ vs[: len(coeffs)]
     return SpectralNorm(float(value), right, len(alphas), exact)
+
+
+def _converged(increase: float, last_increase: float, theta: float, tol: float) -> bool:
+    """Converging geometrically at rate r = increase / last_increase, the estimate is still about
+    increase * r / (1 - r) low (Aitken); converged when that and the step are below tol."""
+    rate = increase / last_increase if last_increase > 0 else 1.0
+    return increase <= tol * theta and (increase == 0 or (rate < 1 and increase * rate / (1 - rate)
+                                                          <= tol * theta))
 
 
 def _reorthogonalise(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:

@@ -164,12 +164,10 @@ def apply_parametrization(
     uses = namespace["layer_multipliers"](widths)
     tied = {layer: uses[layer][0] for layer in namespace["TIED"]}
     unscaled = _set_attention_scales(model, namespace["attention_scales"](widths))
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=lr, eps=adam_eps)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}")
+    from paramcalc.engine import get_optimizer
+
+    law = get_optimizer(optimizer)
+    opt: torch.optim.Optimizer = law.torch(groups, lr, **({"eps": adam_eps} if law.state_tensors else {}))
     return Parametrized(model, opt, multipliers, True, tied, unscaled)
 
 
@@ -198,7 +196,9 @@ def memory_needed(
     """Bytes a verify run at one width needs, roughly: parameters, gradients, optimizer state,
     initial copies and the recorded features."""
     params = sum(math.prod(s) for s in shapes.values())
-    copies = 5 if optimizer == "adam" else 3  # weights, grads, W0 (+ Adam's two moments)
+    from paramcalc.engine import get_optimizer
+
+    copies = 3 + get_optimizer(optimizer).state_tensors  # weights, grads, W0 and the optimizer's state
     return dtype_bytes * (copies * params + 8 * batch * widths_sum)
 
 

@@ -1,15 +1,38 @@
-"""Parametrization rules, one module each, looked up by name."""
+"""Parametrization rules, one module each, looked up by name.
+
+The names are :data:`paramcalc.registry.PARAMETRIZATIONS`.
+"""
 
 from __future__ import annotations
 
-from paramcalc.engine.rules import mup, ntp, sp, spectral
-from paramcalc.engine.rules.base import Rule, Scales, TensorShape
+import importlib
+
+from paramcalc import registry
+from paramcalc.engine.rules.base import Rule, Scales, TensorShape, title_in
 from paramcalc.errors import lookup
 
-__all__ = ["RULES", "Rule", "Scales", "TensorShape", "get_rule"]
+__all__ = [
+    "RULES", "Rule", "Scales", "TensorShape", "get_rule", "register_rule", "title_in", "unregister_rule",
+]
 
-RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (spectral, mup, ntp, sp)}
+#: Name -> rule, in registry order.
+RULES: dict[str, Rule] = {
+    name: importlib.import_module(module).RULE for name, module in registry.PARAMETRIZATIONS.items()
+}
 
 
 def get_rule(name: str) -> Rule:
     return lookup(RULES, name, "parametrization")
+
+
+def register_rule(rule: Rule) -> Rule:
+    """Make ``rule`` available by its name to :func:`paramcalc.derive`, the tables and the emitters."""
+    RULES[rule.name] = rule
+    registry.PARAMETRIZATIONS[rule.name] = type(rule).__module__
+    return rule
+
+
+def unregister_rule(name: str) -> None:
+    """Remove an extension's rule (e.g. after a test)."""
+    RULES.pop(name, None)
+    registry.PARAMETRIZATIONS.pop(name, None)

@@ -9,7 +9,7 @@ import sympy
 
 from paramcalc.engine.optimizers import Optimizer
 
-__all__ = ["Rule", "Scales", "TensorShape"]
+__all__ = ["Rule", "Scales", "TensorShape", "title_in"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class Scales(NamedTuple):
 
 
 class Rule(Protocol):
+    """A parametrization: its name, display title (``titles``: per output format where it differs,
+    e.g. LaTeX's ``$\\mu$P``), its equivalent forms, and its scales per tensor shape."""
+
     name: str
     title: str
     forms: tuple[str, ...]
@@ -48,3 +51,8 @@ class Rule(Protocol):
     def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:
         """The factor on ``q . k`` logits (``scaled_dot_product_attention(..., scale=...)``)."""
         ...
+
+
+def title_in(obj: object, fmt: str) -> str:
+    """The display title of a rule or optimizer in output format ``fmt``."""
+    return getattr(obj, "titles", {}).get(fmt, obj.title)  # type: ignore[attr-defined]

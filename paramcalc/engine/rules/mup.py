@@ -48,6 +48,7 @@ ONE = sympy.Integer(1)
 class MuP:
     name = "mup"
     title = "muP"
+    titles = {"latex": r"$\mu$P", "html": "&#956;P"}
     forms = ("table3", "table8")
 
     def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales:

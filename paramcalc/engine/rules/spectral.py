@@ -51,6 +51,7 @@ def min_one(x: sympy.Expr) -> sympy.Expr:
 class Spectral:
     name = "spectral"
     title = "Spectral"
+    titles = {"markdown": "spectral", "html": "spectral"}
     forms = ("default",)
 
     def target_norm(self, shape: TensorShape) -> sympy.Expr:

@@ -1,0 +1,38 @@
+"""Optimizers, one module each (:mod:`.sgd`, :mod:`.adam`), looked up by name.
+
+Each is an :class:`Optimizer` (see :mod:`paramcalc.engine.optimizers.base`): its update-size law in
+spectral norm, its abc-symmetry power, and the torch and optax constructors the emitted code and the
+verifier use. The names come from :data:`paramcalc.registry.OPTIMIZERS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from paramcalc import registry
+from paramcalc.engine.optimizers.base import Optimizer
+from paramcalc.errors import lookup
+
+__all__ = ["OPTIMIZERS", "Optimizer", "get_optimizer", "register_optimizer", "unregister_optimizer"]
+
+#: Name -> optimizer, in registry order.
+OPTIMIZERS: dict[str, Optimizer] = {
+    name: importlib.import_module(module).OPTIMIZER for name, module in registry.OPTIMIZERS.items()
+}
+
+
+def get_optimizer(name: str) -> Optimizer:
+    return lookup(OPTIMIZERS, name, "optimizer")
+
+
+def register_optimizer(optimizer: Optimizer) -> Optimizer:
+    """Make ``optimizer`` available by its name to :func:`paramcalc.derive`, the tables and the emitters."""
+    OPTIMIZERS[optimizer.name] = optimizer
+    registry.OPTIMIZERS[optimizer.name] = type(optimizer).__module__
+    return optimizer
+
+
+def unregister_optimizer(name: str) -> None:
+    """Remove an extension's optimizer (e.g. after a test)."""
+    OPTIMIZERS.pop(name, None)
+    registry.OPTIMIZERS.pop(name, None)
