@@ -15,28 +15,13 @@ them; see :func:`paramcalc.cli.main` for why that matters to a cold ``paramcalc 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from paramcalc.errors import SpecError
-
-if TYPE_CHECKING:
-    from paramcalc.engine import Derivation, ParamScale, abc_shift, derive
-    from paramcalc.spec import Spec, Tensor, load_spec
+from paramcalc.errors import SpecError, UsageError, UserError  # noqa: F401 - public names
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Derivation",
-    "ParamScale",
-    "Spec",
-    "SpecError",
-    "Tensor",
-    "__version__",
-    "abc_shift",
-    "derive",
-    "load_spec",
-]
-
+#: The public names loaded on first use: name -> the module that defines it. The one list.
 _LAZY = {
     "Derivation": "paramcalc.engine",
     "ParamScale": "paramcalc.engine",
@@ -45,7 +30,13 @@ _LAZY = {
     "Spec": "paramcalc.spec",
     "Tensor": "paramcalc.spec",
     "load_spec": "paramcalc.spec",
+    "emit": "paramcalc.emit",
+    "build_model": "paramcalc.models",
+    "verify": "paramcalc.verify",
+    "VerifyConfig": "paramcalc.verify",
 }
+
+__all__ = sorted(["SpecError", "UsageError", "UserError", "__version__", *_LAZY])
 
 
 def __getattr__(name: str) -> Any:

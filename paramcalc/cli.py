@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from paramcalc import registry
-from paramcalc.errors import SpecError
+from paramcalc.errors import UsageError, UserError
 
 app = typer.Typer(
     name="paramcalc",
@@ -102,7 +102,7 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except SpecError as exc:
+        except UserError as exc:
             sys.stderr.write(f"error: {exc}\n")
             raise typer.Exit(2) from None
 
@@ -117,7 +117,7 @@ def parse_width_assignments(text: str | None) -> dict[str, int]:
     for item in text.split(","):
         name, sep, value = item.strip().partition("=")
         if not sep or not name.strip() or not value.strip().isdigit():
-            raise SpecError(
+            raise UsageError(
                 f"--widths: expected NAME=INTEGER items separated by commas, got {item.strip()!r}",
                 source="command line",
             )
@@ -156,9 +156,9 @@ def derive(
     try:
         derivation = run_derive(loaded, param.value, optimizer.value, form=form)
     except ValueError as exc:
-        if isinstance(exc, SpecError):
+        if isinstance(exc, UserError):
             raise
-        raise SpecError(str(exc), source="command line") from None
+        raise UsageError(str(exc), source="command line") from None
     if emit is Emit.table:
         from paramcalc.report import print_derivation
 
@@ -235,7 +235,7 @@ def parse_width_list(text: str) -> list[int]:
     for item in text.split(","):
         item = item.strip()
         if not item.isdigit() or int(item) <= 0:
-            raise SpecError(
+            raise UsageError(
                 f"--widths: expected positive integers separated by commas (values of the spec's first "
                 f"scaling width), got {item!r}",
                 source="command line",
@@ -330,7 +330,7 @@ def verify(
         from paramcalc.verify import VerifyConfig
         from paramcalc.verify.terminal import run_in_terminal
     except ImportError as exc:
-        raise SpecError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
+        raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
     config = VerifyConfig(
         param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)), steps=steps,

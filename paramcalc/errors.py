@@ -1,7 +1,11 @@
 """Errors that reach users.
 
-Every problem with user input becomes a :class:`SpecError` that names the file, the field path
-(``layers[2].fan_in``) and what was expected. The CLI prints it as one paragraph and exits 2.
+Every problem with user input becomes a :class:`UserError` that names where it is (the file, or
+the command line, or the model factory), the field path (``layers[2].fan_in``) and what was
+expected. The CLI prints it as one paragraph and exits 2, in one place (``cli.user_errors``). The
+kinds: :class:`SpecError` for the architecture spec (and anything derived from it),
+:class:`UsageError` for options and arguments, :class:`DeviceError` for the device asked for,
+:class:`FactoryError` for a user's model factory (``--model``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Problem", "SpecError", "format_path", "lookup"]
+__all__ = [
+    "DeviceError", "FactoryError", "Problem", "SpecError", "UsageError", "UserError", "format_path", "lookup",
+]
 
 T = TypeVar("T")
 
@@ -50,11 +56,11 @@ class Problem:
         return f"{where}: {self.message}" if where else self.message
 
 
-class SpecError(ValueError):
-    """Bad architecture spec or bad arguments derived from it.
+class UserError(ValueError):
+    """Bad input from the user: one paragraph, exit code 2.
 
-    ``source`` is the file (or ``"<dict>"`` for specs given as Python data); ``problems`` lists
-    each finding with its field path.
+    ``source`` is where it came from (a file, ``"<dict>"`` for specs given as Python data,
+    ``"command line"``, ``"--model"``); ``problems`` lists each finding with its field path.
     """
 
     def __init__(self, problems: Sequence[Problem] | str, *, source: str | None = None) -> None:
@@ -64,8 +70,8 @@ class SpecError(ValueError):
         self.source = source
         super().__init__(self._render())
 
-    def with_source(self, source: str) -> SpecError:
-        return SpecError(self.problems, source=source)
+    def with_source(self, source: str) -> UserError:
+        return type(self)(self.problems, source=source)
 
     @property
     def path(self) -> str:
@@ -78,3 +84,20 @@ class SpecError(ValueError):
             shown.append(f"and {more} more problem{'s' if more > 1 else ''}")
         head = f"{self.source}: " if self.source else ""
         return head + "; ".join(shown)
+
+
+class SpecError(UserError):
+    """Bad architecture spec, or bad arguments derived from it (widths that do not fit it)."""
+
+
+class UsageError(UserError):
+    """A bad command-line option or library argument (``--widths``, ``--steps``, ``--lr``, ...)."""
+
+
+class DeviceError(UserError):
+    """The device asked for is not there (``--device cuda`` without CUDA)."""
+
+
+class FactoryError(UserError):
+    """A user's model factory (``--model module:function``) cannot be imported, fails, or returns
+    something that is not the model the spec describes."""

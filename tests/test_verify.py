@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import paramcalc  # noqa: E402
-from paramcalc.errors import SpecError  # noqa: E402
+from paramcalc.errors import DeviceError, FactoryError, UsageError  # noqa: E402
 from paramcalc.verify import (  # noqa: E402
     measure_width,
     present,  # noqa: E402
@@ -173,10 +173,10 @@ def test_user_factory(tmp_path, monkeypatch):
     report = verify(spec, "mup", "sgd", widths=[64, 128, 256], seeds=2, steps=2,
                     model="verify_factory_mod:build", device="cpu")
     assert report.emitted and report.checks and report.passed, present.summary(report)
-    with pytest.raises(SpecError, match="fc1.weight") as exc:
+    with pytest.raises(FactoryError, match="fc1.weight") as exc:
         verify(spec, "mup", "sgd", widths=[64, 128], seeds=1, model="verify_factory_mod:misnamed")
     assert "submodule paths" in str(exc.value)
-    with pytest.raises(SpecError, match="cannot import"):
+    with pytest.raises(FactoryError, match="cannot import"):
         verify(spec, "mup", "sgd", widths=[64, 128], seeds=1, model="no_such_module_xyz:build")
     sys.modules.pop("verify_factory_mod", None)
 
@@ -190,7 +190,7 @@ def test_digits_and_cross_entropy():
     batch = make_batch(data="digits", loss="mse", batch=100, n_in=64, n_out=1, sparse=False, seed=0)
     assert batch.x.shape == (100, 64) and set(batch.y.flatten().tolist()) == {-1.0, 1.0}
     assert batch.x.norm(dim=1).mean() == pytest.approx(8.0, rel=1e-4)  # ||x|| = sqrt(64)
-    with pytest.raises(SpecError, match="64 dense features"):
+    with pytest.raises(UsageError, match="64 dense features"):
         verify(paper_mlp(), "mup", "sgd", widths=[32, 64], data="digits")
 
 
@@ -236,16 +236,16 @@ def test_transformer_is_measured_and_judged_without_predictions():
 
 
 def test_bad_input():
-    with pytest.raises(SpecError, match="two different widths"):
+    with pytest.raises(UsageError, match="two different widths"):
         verify(paper_mlp(), widths=[64, 64])
-    with pytest.raises(SpecError, match="steps"):
+    with pytest.raises(UsageError, match="steps"):
         verify(paper_mlp(), widths=[32, 64], steps=0)
-    with pytest.raises(SpecError, match="parametrization"):
+    with pytest.raises(UsageError, match="parametrization"):
         verify(paper_mlp(), "mu", widths=[32, 64])
-    with pytest.raises(SpecError, match="cross-entropy needs at least 2 outputs"):
+    with pytest.raises(UsageError, match="cross-entropy needs at least 2 outputs"):
         verify(paper_mlp(), widths=[32, 64], loss="ce")
     if not torch.cuda.is_available():
-        with pytest.raises(SpecError, match="no CUDA device"):
+        with pytest.raises(DeviceError, match="no CUDA device"):
             verify(paper_mlp(), widths=[32, 64], device="cuda")
 
 

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import paramcalc  # noqa: E402
 from paramcalc.cli import app  # noqa: E402
 from paramcalc.engine.calculus import scaling  # noqa: E402
-from paramcalc.errors import SpecError  # noqa: E402
+from paramcalc.errors import UsageError  # noqa: E402
 from paramcalc.verify import VerifyConfig, calculus_lr, execute, plan, present, verify  # noqa: E402
 from paramcalc.verify import model as model_module  # noqa: E402
 from paramcalc.verify import run as run_module  # noqa: E402  (the module)
@@ -125,11 +125,11 @@ def test_a_transformer_plan_takes_the_sequence_defaults():
 
 
 def test_bad_input_is_raised_by_the_plan():
-    with pytest.raises(SpecError, match="two different widths"):
+    with pytest.raises(UsageError, match="two different widths"):
         plan(paper_mlp(), VerifyConfig(widths=(64, 64)))
-    with pytest.raises(SpecError, match="--dtype"):
+    with pytest.raises(UsageError, match="--dtype"):
         plan(paper_mlp(), VerifyConfig(widths=(32, 64), dtype="float16"))
-    with pytest.raises(SpecError, match="learning rate"):
+    with pytest.raises(UsageError, match="learning rate"):
         plan(paper_mlp(), VerifyConfig(widths=(32, 64), lr=-1.0, device="cpu"))
 
 

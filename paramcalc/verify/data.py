@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from paramcalc.errors import Problem, SpecError
+from paramcalc.errors import Problem, UsageError
 
 __all__ = ["Batch", "DATASETS", "LOSSES", "make_batch"]
 
@@ -88,21 +88,21 @@ def make_batch(
     ``n_in == n_out`` (a language model), uniform classes otherwise.
     """
     if data not in DATASETS:
-        raise SpecError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
+        raise UsageError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
                         source=_SOURCE)
     if loss not in LOSSES:
-        raise SpecError([Problem("--loss", f"expected one of {', '.join(LOSSES)}, got {loss!r}")],
+        raise UsageError([Problem("--loss", f"expected one of {', '.join(LOSSES)}, got {loss!r}")],
                         source=_SOURCE)
     if batch < 1:
-        raise SpecError([Problem("--batch", f"expected a positive batch size, got {batch}")], source=_SOURCE)
+        raise UsageError([Problem("--batch", f"expected a positive batch size, got {batch}")], source=_SOURCE)
     if loss == "ce" and n_out < 2:
-        raise SpecError([Problem("--loss", f"cross-entropy needs at least 2 outputs; the model has {n_out}")],
-                        source=_SOURCE)
+        raise UsageError([Problem("--loss", f"cross-entropy needs at least 2 outputs; the model has "
+                                            f"{n_out}")], source=_SOURCE)
     g = torch.Generator().manual_seed(10_007 * seed + 1)
     shape: tuple[int, ...] = (batch,) if seq is None else (batch, seq)
     if seq is not None:
         if data != "synthetic" or not sparse:
-            raise SpecError([Problem("--data", "sequence models take synthetic token ids")], source=_SOURCE)
+            raise UsageError([Problem("--data", "sequence models take synthetic token ids")], source=_SOURCE)
         tokens = torch.randint(n_in, (batch, seq + 1), generator=g)
         x = tokens[:, :-1]
         if n_in == n_out:
@@ -133,16 +133,16 @@ def _digits(
     n_in: int, n_out: int, batch: int, sparse: bool, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if sparse or n_in != 64:
-        raise SpecError([Problem("--data", f"digits has 64 dense features; the spec's first layer takes "
+        raise UsageError([Problem("--data", f"digits has 64 dense features; the spec's first layer takes "
                                            f"{'token ids' if sparse else n_in}")], source=_SOURCE)
     classes = 2 if n_out == 1 else n_out
     if classes > 10:
-        raise SpecError([Problem("--data", f"digits has 10 classes; the model has {n_out} outputs")],
+        raise UsageError([Problem("--data", f"digits has 10 classes; the model has {n_out} outputs")],
                         source=_SOURCE)
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - scikit-learn is a dev dependency
-        raise SpecError([Problem("--data", "digits needs scikit-learn (pip install scikit-learn)")],
+        raise UsageError([Problem("--data", "digits needs scikit-learn (pip install scikit-learn)")],
                         source=_SOURCE) from None
     images, labels = load_digits(return_X_y=True)
     x = torch.as_tensor(images, dtype=torch.float32)
@@ -150,7 +150,7 @@ def _digits(
     keep = y < classes
     x, y = x[keep], y[keep]
     if batch > len(y):
-        raise SpecError([Problem("--batch", f"digits has {len(y)} images of classes 0..{classes - 1}; "
+        raise UsageError([Problem("--batch", f"digits has {len(y)} images of classes 0..{classes - 1}; "
                                             f"got a batch of {batch}")], source=_SOURCE)
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
     x = x * (64**0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-6))

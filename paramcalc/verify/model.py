@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from paramcalc.engine import Derivation
-from paramcalc.errors import Problem, SpecError
+from paramcalc.errors import FactoryError, Problem
 
 __all__ = ["Parametrized", "apply_parametrization", "available_memory", "build", "does_not_fit",
            "emitted_namespace", "load_factory", "memory_needed"]
@@ -41,18 +41,19 @@ def load_factory(text: str) -> Callable[[dict[str, int]], nn.Module]:
     """Import ``module:function`` (the current directory is importable, as with ``python -m``)."""
     module_name, sep, func_name = text.partition(":")
     if not sep or not module_name or not func_name:
-        raise SpecError([Problem("--model", f"expected module:function, got {text!r}")],
+        raise FactoryError([Problem("--model", f"expected module:function, got {text!r}")],
                         source="command line")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's input
-        raise SpecError([Problem("--model", f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")],
-                        source="command line") from None
+        raise FactoryError([Problem("--model", f"cannot import {module_name!r}: "
+                                               f"{type(exc).__name__}: {exc}")],
+                           source="command line") from None
     func = getattr(module, func_name, None)
     if not callable(func):
-        raise SpecError([Problem("--model", f"{module_name!r} has no callable {func_name!r}")],
+        raise FactoryError([Problem("--model", f"{module_name!r} has no callable {func_name!r}")],
                         source="command line")
     return func
 
@@ -80,11 +81,11 @@ def build(
         try:
             model = factory(dict(widths))
         except Exception as exc:  # noqa: BLE001 - the factory is user code; name what failed
-            raise SpecError([Problem("--model", f"the factory failed at widths {dict(widths)}: "
+            raise FactoryError([Problem("--model", f"the factory failed at widths {dict(widths)}: "
                                                 f"{type(exc).__name__}: {exc}")],
                             source="command line") from None
         if not isinstance(model, nn.Module):
-            raise SpecError([Problem("--model", f"the factory returned {type(model).__name__}, not a "
+            raise FactoryError([Problem("--model", f"the factory returned {type(model).__name__}, not a "
                                                 "torch.nn.Module")], source="command line")
         _check_names(model, derivation, widths)
     return model.to(device) if dtype is None else model.to(device=device, dtype=dtype)
@@ -104,7 +105,7 @@ def _check_names(model: nn.Module, derivation: Derivation, widths: Mapping[str, 
         elif tuple(p.shape) != shape:
             problems.append(Problem(name, f"has shape {tuple(p.shape)}, the spec says {shape}"))
     if problems:
-        raise SpecError(problems, source="--model")
+        raise FactoryError(problems, source="--model")
 
 
 #: The last derivation whose emitted code was executed, with the code's namespace: verify applies
@@ -159,7 +160,7 @@ def apply_parametrization(
         namespace["apply_multipliers"](model, widths)
         groups = namespace["param_groups"](model, lr, widths)
     except ValueError as exc:  # the emitted code names what does not match the spec
-        raise SpecError([Problem("model", str(exc))], source=derivation.spec.source) from None
+        raise FactoryError([Problem("model", str(exc))], source=derivation.spec.source) from None
     multipliers = {name: s["multiplier"] for name, s in namespace["scales"](widths).items()}
     uses = namespace["layer_multipliers"](widths)
     tied = {layer: uses[layer][0] for layer in namespace["TIED"]}

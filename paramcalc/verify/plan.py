@@ -33,7 +33,7 @@ from torch import nn
 import paramcalc
 from paramcalc.engine import Derivation
 from paramcalc.engine.calculus import NotAChain, Scaling, local_scaling, scaling
-from paramcalc.errors import Problem, SpecError
+from paramcalc.errors import DeviceError, Problem, SpecError, UsageError
 from paramcalc.spec import Spec
 from paramcalc.verify.calibrate import Calibration, ProbeSetup, calculus_lr, calibrate_lr
 from paramcalc.verify.config import (
@@ -153,10 +153,10 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise SpecError([Problem("--device", "cuda was asked for, but no CUDA device is available")],
+        raise DeviceError([Problem("--device", "cuda was asked for, but no CUDA device is available")],
                         source="command line")
     if device not in ("cpu", "cuda"):
-        raise SpecError([Problem("--device", f"expected auto, cpu or cuda, got {device!r}")],
+        raise DeviceError([Problem("--device", f"expected auto, cpu or cuda, got {device!r}")],
                         source="command line")
     return torch.device(device)
 
@@ -172,11 +172,11 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
     widths = sweep(loaded, sorted(set(config.widths)))
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     if not seed_list:
-        raise SpecError([Problem("--seeds", "at least one seed")], source="command line")
+        raise UsageError([Problem("--seeds", "at least one seed")], source="command line")
     device = resolve_device(config.device)
     calc, notes, chain = _predictions(derivation, loss, config.center)
     if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
-        raise SpecError([Problem("--lr", f"expected a positive learning rate, got {config.lr}")],
+        raise UsageError([Problem("--lr", f"expected a positive learning rate, got {config.lr}")],
                         source="command line")
     dtype = config.dtype or ("float32" if chain else "float64")
     fitting = [at for at in widths if not does_not_fit(derivation, at, batch, config.optimizer, device)]
@@ -244,9 +244,9 @@ def _check_settings(config: VerifyConfig, batch: int, seq: int | None, positions
     if config.measure_steps is not None and any(not 1 <= s <= steps for s in config.measure_steps):
         problems.append(Problem("measure_steps", f"steps to measure must lie in 1..{steps}"))
     if problems:
-        raise SpecError(problems, source="command line")
+        raise UsageError(problems, source="command line")
     if config.dtype is not None and config.dtype not in DTYPES:
-        raise SpecError([Problem("--dtype", f"expected one of {', '.join(DTYPES)}, got {config.dtype!r}")],
+        raise UsageError([Problem("--dtype", f"expected one of {', '.join(DTYPES)}, got {config.dtype!r}")],
                         source="command line")
 
 
@@ -256,7 +256,7 @@ def _derive(spec: Spec, config: VerifyConfig) -> Derivation:
     except ValueError as exc:
         if isinstance(exc, SpecError):
             raise
-        raise SpecError(str(exc), source="command line") from None
+        raise UsageError(str(exc), source="command line") from None
 
 
 def _predictions(derivation: Derivation, loss: str, center: bool) -> tuple[Scaling, list[str], bool]:
