@@ -138,3 +138,74 @@ def test_verify_measures_and_judges_the_new_kind(toy_kind):
     assert ("update_norm", "scale.weight") in judged and ("rms_dh", "fc2") in judged
     bad = verify(paramcalc.load_spec(SPEC), "ntp", "sgd", widths=[64, 128, 256, 512], seeds=3)
     assert not bad.passed
+
+
+# A toy parametrization and a toy optimizer, registered from here too --------------------------------
+from paramcalc.engine import register_optimizer, register_rule  # noqa: E402
+from paramcalc.engine.optimizers import unregister_optimizer  # noqa: E402
+from paramcalc.engine.optimizers.base import Optimizer  # noqa: E402
+from paramcalc.engine.rules import Scales, unregister_rule  # noqa: E402
+
+
+class HalfSpectral:
+    """Spectral's init and learning rate, each halved: a rule no one wrote for paramcalc."""
+
+    name = "half"
+    title = "Half-spectral"
+    forms = ("default",)
+
+    def scales(self, shape, optimizer, form):
+        from paramcalc.engine.rules.spectral import RULE
+
+        s = RULE.scales(shape, optimizer, form)
+        return Scales(s.init_std / 2, s.lr / 2, s.multiplier)
+
+    def attention_scale(self, d_head, d_head_base):
+        return 1 / d_head
+
+
+class SignDescent(Optimizer):
+    """Sign descent: ``dW = -lr sign(G)``, Adam's update-size law without its moments."""
+
+    name = "signsgd"
+    title = "signSGD"
+    symmetry_power = 1
+    torch_class = "Adam"  # the emitted usage line; the law is what the derivation uses
+    optax_constructor = "optax.sign_sgd"
+
+    def update_norm(self, lr, grad_norm, d_in, fan_out):
+        return lr * sympy.sqrt(fan_out * d_in)
+
+    def lr_for_update(self, target, d_in, fan_out):
+        return target / sympy.sqrt(fan_out * d_in)
+
+
+@pytest.fixture
+def toy_everything(toy_kind):
+    register_rule(HalfSpectral())
+    register_optimizer(SignDescent())
+    yield
+    unregister_rule("half")
+    unregister_optimizer("signsgd")
+
+
+def test_a_toy_rule_and_optimizer_derive_emit_and_tabulate(toy_everything):
+    d = paramcalc.derive(SPEC, "half", "signsgd")
+    base = paramcalc.derive(SPEC, "spectral", "adam")  # the same update-size law
+    assert d["fc2.weight"].lr == base["fc2.weight"].lr / 2
+    assert d["fc2.weight"].init_std == base["fc2.weight"].init_std / 2
+    for target in EMITTERS:
+        assert emit(d, target), target
+    assert "optax.sign_sgd" in emit(d, "jax")
+    from paramcalc.emit.tables import render_table
+
+    table = render_table(paramcalc.load_spec(SPEC), "markdown")  # every registered rule, side by side
+    assert "Half-spectral" in table and "signSGD" in table
+
+
+@pytest.mark.slow
+def test_a_toy_rule_and_optimizer_verify(toy_everything):
+    from paramcalc.verify import verify
+
+    report = verify(paramcalc.load_spec(SPEC), "half", "signsgd", widths=[64, 128, 256, 512], seeds=3)
+    assert report.passed, report.failures

@@ -14,6 +14,7 @@ from typing import Any
 
 import sympy
 
+from paramcalc import conditions
 from paramcalc.engine.optimizers import Optimizer, get_optimizer
 from paramcalc.engine.rules import Rule, TensorShape, get_rule
 from paramcalc.engine.ties import TiedScale, tie
@@ -202,7 +203,7 @@ def abc_shift(
             raise ValueError(f"abc-shift factor for {name} must be positive, got {t}")
         key = (ps.multiplier, ps.init_std, ps.init_mean, ps.lr, t)
         if key not in cache:
-            cache[key] = (ps.multiplier * t, ps.init_std / t, ps.init_mean / t, ps.lr / t**p)
+            cache[key] = conditions.abc_shift(ps.multiplier, ps.init_std, ps.init_mean, ps.lr, t, p)
         mult, std, mean, lr = cache[key]
         params[name] = replace(
             ps, multiplier=mult, init_std=std, init_mean=mean, lr=lr, _exponents=None

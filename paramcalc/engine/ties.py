@@ -22,12 +22,15 @@ from dataclasses import dataclass
 
 import sympy
 
+from paramcalc.conditions import abc_shift
 from paramcalc.engine.optimizers import Optimizer
 from paramcalc.engine.rules import Scales
 from paramcalc.spec import TiedUse
 from paramcalc.symbolic import theta_exponent
 
 __all__ = ["TiedScale", "tie"]
+
+ONE = sympy.Integer(1)
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,8 @@ def tie(
     # The use computes with mu * W, where W is the stored tensor (init owner.init_std, learning
     # rate owner.lr): it trains like a tensor of effective lr owner.lr * mu**p and init
     # owner.init_std * mu. Match the lr of the use's role, folded to multiplier 1.
-    want_lr = use_rule.lr * use_rule.multiplier**p
-    want_std = use_rule.init_std * use_rule.multiplier
+    _, want_std, _, want_lr = abc_shift(use_rule.multiplier, use_rule.init_std, ONE, use_rule.lr,
+                                        1 / use_rule.multiplier, p)  # folded: multiplier 1
     mu = (want_lr / owner.lr) ** sympy.Rational(1, p)
     std = owner.init_std * mu
     gap = (theta_exponent(std, scaling) or 0) - (theta_exponent(want_std, scaling) or 0)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 
+from paramcalc.conditions import natural_d_in
 from paramcalc.kinds import LayerKind, get_kind
 from paramcalc.symbolic import theta_exponent
 
@@ -65,7 +66,7 @@ class TiedUse:
 
     @property
     def d_in(self) -> sympy.Expr:
-        return self.fan_in if self.input == "dense" else ONE
+        return natural_d_in(self.fan_in, self.input)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Tensor:
     @property
     def d_in(self) -> sympy.Expr:
         """Dimension of the input space in natural norms (App. E): 1 unless the input is dense."""
-        return self.fan_in if self.input == "dense" else ONE
+        return natural_d_in(self.fan_in, self.input)
 
 
 @dataclass(frozen=True)

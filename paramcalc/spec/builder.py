@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import sympy
 
+from paramcalc import conditions
 from paramcalc.errors import Problem, SpecError
 from paramcalc.kinds import get_kind
 from paramcalc.kinds.linear import LinearLayer
@@ -104,15 +105,7 @@ class Builder:
         return self._role_cache[key]
 
     def _role(self, d_in: sympy.Expr, fan_out: sympy.Expr) -> Role:
-        scales_in = (theta_exponent(d_in, self.scaling) or 0) > 0
-        scales_out = (theta_exponent(fan_out, self.scaling) or 0) > 0
-        if scales_in and scales_out:
-            return "hidden"
-        if scales_out:
-            return "input"
-        if scales_in:
-            return "output"
-        return "fixed"
+        return conditions.role(d_in, fan_out, self.scaling)
 
     # Layers --------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -173,7 +166,7 @@ class Builder:
         gain: sympy.Expr, layout: Layout, path: str, tie: str | None,
     ) -> str:
         """Add a weight, or record a tied use of another layer's weight; return the tensor name."""
-        d_in = fan_in if input == "dense" else ONE
+        d_in = conditions.natural_d_in(fan_in, input)
         role = self.role(d_in, fan_out)
         if tie is not None:
             use = TiedUse(name, fan_in, fan_out, input, gain, role, path)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from paramcalc.conditions import gaussian_spectral_norm
 from paramcalc.engine.calculus.quantities import (
     ACTIVATION_MOMENTS,
     ETA,
@@ -175,7 +176,7 @@ class _Chain:
         fan_in, fan_out = layer.attrs["fan_in"], layer.attrs["fan_out"]
         dense = layer.definition.dense(layer)
         d_in = fan_in if dense else ONE
-        norm = w.init_std * (sympy.sqrt(fan_out) + sympy.sqrt(fan_in))
+        norm = gaussian_spectral_norm(w.init_std, fan_out, fan_in)  # the stored matrix
         update = self.opt.update_norm(ETA * w.lr, f.grad * a_in, d_in, fan_out)
         self.tensors[w.name] = _Tensor(w.name, norm, w.init_std * sympy.sqrt(fan_out * fan_in), update,
                                        w.init_std == ZERO)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import sympy
 
+from paramcalc.conditions import gaussian_spectral_norm
 from paramcalc.engine.calculus.quantities import ETA, ONE, ZERO, FiniteWidthNote, Prediction
 from paramcalc.engine.calculus.targets import target_exponents
 from paramcalc.engine.derivation import Derivation
@@ -134,12 +135,12 @@ def local_scaling(derivation: Derivation) -> Scaling:
         if t.layout == "vector":
             norm = (p.init_std + abs(p.init_mean)) * sympy.sqrt(t.fan_out)
         else:
-            norm = p.init_std * (sympy.sqrt(t.fan_out) + sympy.sqrt(t.fan_in))
+            norm = gaussian_spectral_norm(p.init_std, t.fan_out, t.fan_in)
         if norm != ZERO:
             add("spectral_norm", t.name, norm)
     for layer, ts in folded.tied.items():
         use = ts.use
-        norm = ts.init_std * (sympy.sqrt(use.fan_out) + sympy.sqrt(use.fan_in))
+        norm = gaussian_spectral_norm(ts.init_std, use.fan_out, use.fan_in)
         if norm != ZERO:
             add("spectral_norm", f"{layer}.weight", norm)
     layers = [layer.name for layer in spec.weight_layers]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sympy
 
+from paramcalc.conditions import FEATURE_EXPONENT, condition1
 from paramcalc.spec import Spec
 from paramcalc.symbolic import theta_exponent
 
@@ -44,7 +45,7 @@ def target_exponents(spec: Spec) -> dict[tuple[str, str], sympy.Rational]:
       query/key updates grow with width (SP with Adam: hidden ``||dW||_* ~ n``) the logits blow up.
     """
     scaling_symbols = spec.scaling_symbols
-    zero = sympy.Integer(0)
+    zero = FEATURE_EXPONENT
     weights = [layer.name for layer in spec.weight_layers]
     out: dict[tuple[str, str], sympy.Rational] = {}
     for name in weights:
@@ -54,10 +55,10 @@ def target_exponents(spec: Spec) -> dict[tuple[str, str], sympy.Rational]:
     if weights:
         out[("rms_dwh", weights[-1])] = zero
     for t in spec.tensors:
-        exponent = theta_exponent(sympy.sqrt(t.fan_out / t.d_in), scaling_symbols)
+        exponent = theta_exponent(condition1(t.fan_out, t.d_in), scaling_symbols)
         out[("spectral_norm", t.name)] = out[("update_norm", t.name)] = exponent
         for use in t.tied_uses:
-            exponent = theta_exponent(sympy.sqrt(use.fan_out / use.d_in), scaling_symbols)
+            exponent = theta_exponent(condition1(use.fan_out, use.d_in), scaling_symbols)
             out[("spectral_norm", f"{use.layer}.weight")] = exponent
             out[("update_norm", f"{use.layer}.weight")] = exponent
     for layer in spec.layers:

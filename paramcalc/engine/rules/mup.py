@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import sympy
 
+from paramcalc.conditions import abc_shift
 from paramcalc.engine.optimizers import Optimizer
 from paramcalc.engine.rules.base import Scales, TensorShape
 from paramcalc.engine.rules.spectral import RULE as SPECTRAL
@@ -67,8 +68,8 @@ class MuP:
             return Scales(init_std, lr, ONE)
         init_std = init_std / sympy.sqrt(m_in)
         if form == "table8":
-            t = 1 / m_in
-            return Scales(init_std / t, lr / t**optimizer.symmetry_power, t)
+            mult, std, _, shifted_lr = abc_shift(ONE, init_std, ONE, lr, 1 / m_in, optimizer.symmetry_power)
+            return Scales(std, shifted_lr, mult)
         return Scales(init_std, lr, ONE)
 
     def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:

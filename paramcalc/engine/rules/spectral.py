@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sympy
 
+from paramcalc.conditions import condition1
 from paramcalc.engine.optimizers import Optimizer
 from paramcalc.engine.rules.base import Scales, TensorShape
 
@@ -56,7 +57,7 @@ class Spectral:
 
     def target_norm(self, shape: TensorShape) -> sympy.Expr:
         """Condition 1: the spectral norm asked of ``W`` and of every ``dW``."""
-        return sympy.sqrt(shape.fan_out / shape.d_in)
+        return condition1(shape.fan_out, shape.d_in)
 
     def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales:
         # With d_in = 1 (biases, gains, one-hot inputs) the min is 1: fan_out >= 1 is a dimension.
