@@ -12,7 +12,10 @@ extension registers its object with :func:`paramcalc.engine.register_rule` or
 
 from __future__ import annotations
 
-__all__ = ["EMITTERS", "OPTIMIZERS", "PARAMETRIZATIONS", "TABLE_FORMATS"]
+import importlib
+from typing import Any
+
+__all__ = ["EMITTERS", "OPTIMIZERS", "PARAMETRIZATIONS", "TABLE_FORMATS", "add", "load", "remove"]
 
 #: Parametrization -> module defining ``RULE``.
 PARAMETRIZATIONS: dict[str, str] = {
@@ -44,3 +47,20 @@ TABLE_FORMATS: dict[str, tuple[str, str]] = {
     "latex": ("paramcalc.emit.latex", "LATEX"),
     "html": ("paramcalc.emit.html", "HTML"),
 }
+
+
+def load(names: dict[str, str], attribute: str) -> dict[str, Any]:
+    """``{name: module.<attribute>}`` for a registry of modules, in its order."""
+    return {name: getattr(importlib.import_module(module), attribute) for name, module in names.items()}
+
+
+def add(objects: dict[str, Any], names: dict[str, str], obj: Any) -> Any:
+    """Register ``obj`` (an extension's) under ``obj.name`` in a loaded registry and its names."""
+    objects[obj.name] = obj
+    names[obj.name] = type(obj).__module__
+    return obj
+
+
+def remove(objects: dict[str, Any], names: dict[str, str], name: str) -> None:
+    objects.pop(name, None)
+    names.pop(name, None)

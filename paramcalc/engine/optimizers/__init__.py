@@ -7,8 +7,6 @@ verifier use. The names come from :data:`paramcalc.registry.OPTIMIZERS`.
 
 from __future__ import annotations
 
-import importlib
-
 from paramcalc import registry
 from paramcalc.engine.optimizers.base import Optimizer
 from paramcalc.errors import lookup
@@ -16,9 +14,7 @@ from paramcalc.errors import lookup
 __all__ = ["OPTIMIZERS", "Optimizer", "get_optimizer", "register_optimizer", "unregister_optimizer"]
 
 #: Name -> optimizer, in registry order.
-OPTIMIZERS: dict[str, Optimizer] = {
-    name: importlib.import_module(module).OPTIMIZER for name, module in registry.OPTIMIZERS.items()
-}
+OPTIMIZERS: dict[str, Optimizer] = registry.load(registry.OPTIMIZERS, "OPTIMIZER")
 
 
 def get_optimizer(name: str) -> Optimizer:
@@ -27,12 +23,9 @@ def get_optimizer(name: str) -> Optimizer:
 
 def register_optimizer(optimizer: Optimizer) -> Optimizer:
     """Make ``optimizer`` available by its name to :func:`paramcalc.derive`, the tables and the emitters."""
-    OPTIMIZERS[optimizer.name] = optimizer
-    registry.OPTIMIZERS[optimizer.name] = type(optimizer).__module__
-    return optimizer
+    return registry.add(OPTIMIZERS, registry.OPTIMIZERS, optimizer)
 
 
 def unregister_optimizer(name: str) -> None:
     """Remove an extension's optimizer (e.g. after a test)."""
-    OPTIMIZERS.pop(name, None)
-    registry.OPTIMIZERS.pop(name, None)
+    registry.remove(OPTIMIZERS, registry.OPTIMIZERS, name)

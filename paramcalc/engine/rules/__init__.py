@@ -5,8 +5,6 @@ The names are :data:`paramcalc.registry.PARAMETRIZATIONS`.
 
 from __future__ import annotations
 
-import importlib
-
 from paramcalc import registry
 from paramcalc.engine.rules.base import Rule, Scales, TensorShape, title_in
 from paramcalc.errors import lookup
@@ -16,9 +14,7 @@ __all__ = [
 ]
 
 #: Name -> rule, in registry order.
-RULES: dict[str, Rule] = {
-    name: importlib.import_module(module).RULE for name, module in registry.PARAMETRIZATIONS.items()
-}
+RULES: dict[str, Rule] = registry.load(registry.PARAMETRIZATIONS, "RULE")
 
 
 def get_rule(name: str) -> Rule:
@@ -27,12 +23,9 @@ def get_rule(name: str) -> Rule:
 
 def register_rule(rule: Rule) -> Rule:
     """Make ``rule`` available by its name to :func:`paramcalc.derive`, the tables and the emitters."""
-    RULES[rule.name] = rule
-    registry.PARAMETRIZATIONS[rule.name] = type(rule).__module__
-    return rule
+    return registry.add(RULES, registry.PARAMETRIZATIONS, rule)
 
 
 def unregister_rule(name: str) -> None:
     """Remove an extension's rule (e.g. after a test)."""
-    RULES.pop(name, None)
-    registry.PARAMETRIZATIONS.pop(name, None)
+    registry.remove(RULES, registry.PARAMETRIZATIONS, name)
