@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import paramcalc
+from paramcalc import registry
 from paramcalc.cli import app
 from paramcalc.emit.json import dumps
 from tests.conftest import EXAMPLES
@@ -25,8 +26,8 @@ def run(*args):
     return runner.invoke(app, list(args))
 
 
-@pytest.mark.parametrize("param", ["spectral", "mup", "ntp", "sp"])
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("param", list(registry.PARAMETRIZATIONS))
+@pytest.mark.parametrize("opt", list(registry.OPTIMIZERS))
 def test_json_matches_library(param, opt):
     result = run("derive", MLP, "--param", param, "--optimizer", opt, "--emit", "json")
     assert result.exit_code == 0, result.output

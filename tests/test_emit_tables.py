@@ -17,6 +17,7 @@ import sympy
 from typer.testing import CliRunner
 
 import paramcalc
+from paramcalc import registry
 from paramcalc.cli import app
 from paramcalc.emit import emit
 from paramcalc.emit.printing import latex, text
@@ -38,7 +39,7 @@ def test_every_command_works_for_every_example(spec, tmp_path):
         result = run("derive", str(spec), "-p", "mup", "--optimizer", "adam", "--emit", target)
         assert result.exit_code == 0, (target, result.output)
         assert result.stdout.strip()
-    for fmt in ("markdown", "latex", "html"):
+    for fmt in list(registry.TABLE_FORMATS):
         out = tmp_path / f"table.{fmt}"
         result = run("table", str(spec), "--format", fmt, "-o", str(out))
         assert result.exit_code == 0, (fmt, result.output)
@@ -54,7 +55,7 @@ def test_markdown_table_cells_are_the_derivation():
     header = next(line for line in result.stdout.splitlines() if line.startswith("| tensor"))
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert columns[:4] == ["tensor", "role", "spectral \u03c3", "spectral \u03b7"]
-    derivations = {p: paramcalc.derive(MLP, p, "sgd") for p in ("spectral", "mup", "ntp", "sp")}
+    derivations = {p: paramcalc.derive(MLP, p, "sgd") for p in list(registry.PARAMETRIZATIONS)}
     titles = {"spectral": "spectral", "muP": "mup", "NTP": "ntp", "SP": "sp"}
     for line in lines:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -187,7 +188,7 @@ def _digests() -> dict[str, str]:
         d = paramcalc.derive(spec, "mup", "adam", form=None)
         for target in ("torch", "jax", "latex", "html", "markdown", "json"):
             out[f"{spec.stem}.{target}"] = hashlib.sha256(emit(d, target).encode()).hexdigest()
-        for fmt in ("markdown", "latex", "html"):
+        for fmt in list(registry.TABLE_FORMATS):
             text = render_table(spec, fmt, widths={})
             out[f"{spec.stem}.table.{fmt}"] = hashlib.sha256(text.encode()).hexdigest()
     return out
@@ -221,7 +222,7 @@ def test_rows_collapse_only_when_every_block_agrees():
     assert "`blocks.*.fc.weight` \u00d73" in md and "blocks.0" not in md
 
 
-@pytest.mark.parametrize("fmt", ["markdown", "latex", "html"])
+@pytest.mark.parametrize("fmt", list(registry.TABLE_FORMATS))
 def test_constant_inits_are_explained_where_gains_exist(fmt):
     """A norm gain's init_std is 0 under a caption saying W ~ N(0, sigma^2): the tables say that it
     starts at 1, and only for specs that have gains."""

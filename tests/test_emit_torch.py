@@ -25,13 +25,14 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import paramcalc  # noqa: E402
+from paramcalc import registry  # noqa: E402
 from paramcalc.emit import emit  # noqa: E402
 from paramcalc.emit.tables import render_table  # noqa: E402
 from paramcalc.engine.derivation import resolve_widths  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 
-PARAMS = ("spectral", "mup", "ntp", "sp")
-OPTS = ("sgd", "adam")
+PARAMS = tuple(registry.PARAMETRIZATIONS)
+OPTS = tuple(registry.OPTIMIZERS)
 
 # An MLP on one-hot inputs with biases (two of them normal-initialised) and unequal widths.
 ONE_HOT_MLP = {

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import paramcalc
+from paramcalc import registry
 from paramcalc.emit import EMITTERS, emit
 from paramcalc.engine.calculus import scaling
 from paramcalc.kinds import LayerKind, register_kind, unregister_kind
@@ -89,7 +90,7 @@ def test_spec_and_derivation(toy_kind):
     spec = paramcalc.load_spec(SPEC)
     t = spec.tensor("scale.weight")
     assert (t.role, t.layout, t.d_in, t.init) == ("input", "vector", 1, "ones")
-    for rule in ("spectral", "mup", "ntp", "sp"):
+    for rule in list(registry.PARAMETRIZATIONS):
         d = paramcalc.derive(spec, rule, "adam")
         assert d["scale.weight"].init_mean == 1 and d["scale.weight"].init_std == 0
     # Adam, spectral: a vector of d_in = 1 gets lr 1/d_in = 1 (Condition 1 for a d x 1 matrix).

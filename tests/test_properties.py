@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import paramcalc
+from paramcalc import registry
 from paramcalc.engine.optimizers import OPTIMIZERS
 from paramcalc.symbolic import theta_exponent, width_symbol
 
@@ -39,7 +40,7 @@ def _exps(p, scaling):
 
 
 @settings(max_examples=60, deadline=None)
-@given(chains(), st.sampled_from(["sgd", "adam"]))
+@given(chains(), st.sampled_from(list(registry.OPTIMIZERS)))
 def test_spectral_meets_condition_1(spec, opt):
     """||W||_* ~ sigma (sqrt(fan_out) + sqrt(d_in)) and the optimizer's ||dW||_* both scale as
     sqrt(fan_out / d_in) (natural norms, App. E)."""
@@ -59,7 +60,7 @@ def test_spectral_meets_condition_1(spec, opt):
 
 
 @settings(max_examples=60, deadline=None)
-@given(chains(), st.sampled_from(["sgd", "adam"]))
+@given(chains(), st.sampled_from(list(registry.OPTIMIZERS)))
 def test_mup_matches_spectral_exponents_and_sp_at_base(spec, opt):
     mup = paramcalc.derive(spec, "mup", opt)
     spectral = paramcalc.derive(spec, "spectral", opt)
@@ -71,8 +72,8 @@ def test_mup_matches_spectral_exponents_and_sp_at_base(spec, opt):
 
 
 @settings(max_examples=40, deadline=None)
-@given(chains(), st.sampled_from(["spectral", "mup", "ntp", "sp"]),
-       st.sampled_from(["sgd", "adam"]), st.integers(1, 12))
+@given(chains(), st.sampled_from(list(registry.PARAMETRIZATIONS)),
+       st.sampled_from(list(registry.OPTIMIZERS)), st.integers(1, 12))
 def test_numbers_match_sympy(spec, param, opt, doublings):
     """The fast evaluator agrees with sympy's own substitution."""
     dd = paramcalc.derive(spec, param, opt)

@@ -11,6 +11,7 @@ import pytest
 import sympy
 
 import paramcalc
+from paramcalc import registry
 from paramcalc.symbolic import width_symbol
 from tests.conftest import mlp_dict
 
@@ -21,8 +22,8 @@ def effective(p, power):
     return sympy.simplify(p.multiplier * p.init_std), sympy.simplify(p.lr * p.multiplier**power)
 
 
-@pytest.mark.parametrize("param", ["spectral", "mup", "ntp", "sp"])
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("param", list(registry.PARAMETRIZATIONS))
+@pytest.mark.parametrize("opt", list(registry.OPTIMIZERS))
 @pytest.mark.parametrize("theta", [sympy.Integer(7), sympy.sqrt(d), 1 / d, d**2 / 3])
 def test_shift_preserves_effective_quantities(param, opt, theta):
     base = paramcalc.derive(mlp_dict(), param, opt)
