@@ -6,14 +6,17 @@ attention is the logit scale on ``q . k``, a derived constant (``"<layer>.scale"
 gives (:meth:`Rule.attention_scale`).
 """
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import sympy
 from pydantic import StrictBool
 
-from paramcalc.kinds.base import LayerKind
+from paramcalc.kinds.base import LayerAttrs, LayerKind
 from paramcalc.kinds.fields import Dim, Name, SpecEntry
 
-__all__ = ["KIND", "Attention", "AttentionLayer", "AttentionNames"]
+__all__ = ["KIND", "Attention", "AttentionAttrs", "AttentionLayer", "AttentionNames"]
 
 
 class AttentionNames(SpecEntry):
@@ -43,9 +46,20 @@ class AttentionLayer(SpecEntry):
     names: AttentionNames = AttentionNames()
 
 
+@dataclass(frozen=True)
+class AttentionAttrs(LayerAttrs):
+    """An attention block's attributes; ``projections`` maps each part (q, k, v or qkv, o) to its
+    linear layer's name."""
+
+    d_model: sympy.Expr
+    n_heads: sympy.Expr
+    d_head: sympy.Expr
+    fused: bool
+    projections: Mapping[str, str]
+
+
 class Attention(LayerKind):
-    """Attributes of its layers: ``d_model``, ``n_heads``, ``d_head`` (sympy), ``fused`` and
-    ``projections`` (part -> layer name)."""
+    """Its layers' attributes: :class:`AttentionAttrs`."""
 
     name = "attention"
     schema = AttentionLayer
@@ -66,10 +80,8 @@ class Attention(LayerKind):
             parts = {k: (entry.d_model, width) for k in ("q", "k", "v")}
         parts["o"] = (width, entry.d_model)
         subs = builder.projections(name, parts, entry.names, entry.bias, path)
-        builder.add_layer(name, self.name, path, {}, {
-            "d_model": d_model, "n_heads": n_heads, "d_head": d_head, "fused": entry.fused,
-            "projections": subs,
-        })
+        attrs = AttentionAttrs(d_model, n_heads, d_head, entry.fused, subs)
+        builder.add_layer(name, self.name, path, {}, attrs)
 
     def width_in(self, layer: Any) -> Any:
         return layer.attrs["d_model"]

@@ -22,7 +22,8 @@ Roles in a plan (``chain_role``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -30,7 +31,30 @@ if TYPE_CHECKING:
 
     from paramcalc.spec.architecture import Layer
 
-__all__ = ["LayerKind"]
+__all__ = ["LayerAttrs", "LayerKind"]
+
+
+@dataclass(frozen=True)
+class LayerAttrs(Mapping[str, Any]):
+    """A kind's resolved attributes of one layer (dims as sympy expressions, flags), typed per kind
+    by a subclass. Also read by name (``layer.attrs["fan_in"]``, ``"block" in layer.attrs``): a field
+    that is ``None`` counts as absent."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self, key, None) if key in self._names() else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._names() if getattr(self, name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
 
 class LayerKind:

@@ -2,12 +2,15 @@
 one-hot (``d_in = 1``, App. E). It reads token ids, so it comes first in a chain; in a transformer
 the first embedding is the token table and the next ones are position tables."""
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from paramcalc.kinds.base import LayerKind
+import sympy
+
+from paramcalc.kinds.base import LayerAttrs, LayerKind
 from paramcalc.kinds.fields import Const, Dim, Name, SpecEntry
 
-__all__ = ["KIND", "Embedding", "EmbeddingLayer"]
+__all__ = ["KIND", "Embedding", "EmbeddingAttrs", "EmbeddingLayer"]
 
 
 class EmbeddingLayer(SpecEntry):
@@ -21,9 +24,19 @@ class EmbeddingLayer(SpecEntry):
     tie: Name | None = None
 
 
+@dataclass(frozen=True)
+class EmbeddingAttrs(LayerAttrs):
+    """An embedding's attributes: ``fan_in`` is the vocabulary, ``fan_out`` the dim."""
+
+    fan_in: sympy.Expr
+    fan_out: sympy.Expr
+    input: Literal["sparse"] = "sparse"
+    tie: str | None = None
+
+
 class Embedding(LayerKind):
-    """Attributes of its layers: ``fan_in`` (the vocabulary), ``fan_out`` (the dim), ``input``
-    (``sparse``), ``tie``. The weight is stored ``(vocab, dim)``: layout ``in_out``."""
+    """Its layers' attributes: :class:`EmbeddingAttrs`. The weight is stored ``(vocab, dim)``:
+    layout ``in_out``."""
 
     name = "embedding"
     schema = EmbeddingLayer
@@ -39,7 +52,7 @@ class Embedding(LayerKind):
             return
         weight = builder.weight(name, vocab, dim, "sparse", gain, "in_out", path, entry.tie)
         builder.add_layer(name, self.name, path, {"weight": weight},
-                          {"fan_in": vocab, "fan_out": dim, "input": "sparse", "tie": entry.tie})
+                          EmbeddingAttrs(vocab, dim, "sparse", entry.tie))
 
     def width_in(self, layer: Any) -> Any:
         return layer.attrs["fan_in"]

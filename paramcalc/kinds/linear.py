@@ -4,14 +4,16 @@ Its input is dense (``d_in = fan_in``) or one-hot (``input: sparse``, ``d_in = 1
 chain the activation is applied to the input of the next weight layer.
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import sympy
 from pydantic import StrictBool
 
-from paramcalc.kinds.base import LayerKind
+from paramcalc.kinds.base import LayerAttrs, LayerKind
 from paramcalc.kinds.fields import Const, Dim, Name, SpecEntry
 
-__all__ = ["KIND", "Linear", "LinearLayer"]
+__all__ = ["KIND", "Linear", "LinearAttrs", "LinearLayer"]
 
 
 class LinearLayer(SpecEntry):
@@ -32,9 +34,20 @@ class LinearLayer(SpecEntry):
     tie: Name | None = None
 
 
+@dataclass(frozen=True)
+class LinearAttrs(LayerAttrs):
+    """A linear layer's attributes; a projection of a block also names its ``block`` and ``part``."""
+
+    fan_in: sympy.Expr
+    fan_out: sympy.Expr
+    input: Literal["dense", "sparse"]
+    tie: str | None = None
+    block: str | None = None
+    part: str | None = None
+
+
 class Linear(LayerKind):
-    """Attributes of its layers: ``fan_in``, ``fan_out`` (sympy), ``input``, ``tie``; a projection
-    of a block also has ``block`` and ``part``."""
+    """Its layers' attributes: :class:`LinearAttrs`."""
 
     name = "linear"
     schema = LinearLayer
@@ -42,7 +55,7 @@ class Linear(LayerKind):
     activates = True
     flax_leaves = {"weight": "kernel", "bias": "bias"}
 
-    def expand(self, builder: Any, name: str, entry: LinearLayer, path: str, **attrs: object) -> None:
+    def expand(self, builder: Any, name: str, entry: LinearLayer, path: str, **attrs: str) -> None:
         fan_in = builder.dim(entry.fan_in, f"{path}.fan_in")
         fan_out = builder.dim(entry.fan_out, f"{path}.fan_out")
         gain = builder.const(entry.gain, f"{path}.gain")
@@ -53,9 +66,8 @@ class Linear(LayerKind):
         if entry.bias:
             init = "normal" if entry.bias_init == "normal" else "zeros"
             params["bias"] = builder.vector(name, "bias", "bias", fan_out, init, path).name
-        builder.add_layer(name, self.name, path, params, {
-            "fan_in": fan_in, "fan_out": fan_out, "input": entry.input, "tie": entry.tie, **attrs,
-        })
+        builder.add_layer(name, self.name, path, params,
+                          LinearAttrs(fan_in, fan_out, entry.input, entry.tie, **attrs))
 
     def width_in(self, layer: Any) -> Any:
         return layer.attrs["fan_in"]

@@ -1,14 +1,17 @@
 """``mlp``: a transformer MLP, a residual branch whose projections are linear layers of their own:
 ``fc: d_model -> d_ff``, ``proj: d_ff -> d_model`` (``gated: true`` adds ``gate: d_model -> d_ff``)."""
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import sympy
 from pydantic import Field, StrictBool, StrictInt
 
-from paramcalc.kinds.base import LayerKind
+from paramcalc.kinds.base import LayerAttrs, LayerKind
 from paramcalc.kinds.fields import Dim, Name, SpecEntry
 
-__all__ = ["KIND", "Mlp", "MlpLayer", "MlpNames"]
+__all__ = ["KIND", "Mlp", "MlpAttrs", "MlpLayer", "MlpNames"]
 
 
 class MlpNames(SpecEntry):
@@ -31,8 +34,16 @@ class MlpLayer(SpecEntry):
     names: MlpNames = MlpNames()
 
 
+@dataclass(frozen=True)
+class MlpAttrs(LayerAttrs):
+    d_model: sympy.Expr
+    d_ff: sympy.Expr
+    gated: bool
+    projections: Mapping[str, str]
+
+
 class Mlp(LayerKind):
-    """Attributes of its layers: ``d_model``, ``d_ff`` (sympy), ``gated``, ``projections``."""
+    """Its layers' attributes: :class:`MlpAttrs`."""
 
     name = "mlp"
     schema = MlpLayer
@@ -49,9 +60,7 @@ class Mlp(LayerKind):
             parts["gate"] = (entry.d_model, d_ff_raw)
         parts["proj"] = (d_ff_raw, entry.d_model)
         subs = builder.projections(name, parts, entry.names, entry.bias, path)
-        builder.add_layer(name, self.name, path, {}, {
-            "d_model": d_model, "d_ff": d_ff, "gated": entry.gated, "projections": subs,
-        })
+        builder.add_layer(name, self.name, path, {}, MlpAttrs(d_model, d_ff, entry.gated, subs))
 
     def width_in(self, layer: Any) -> Any:
         return layer.attrs["d_model"]

@@ -6,14 +6,16 @@ In the first-step calculus a norm maps its input to RMS 1 times its gain: the fo
 backward signal and any change passing through are all multiplied by ``gain * sqrt(dim) / ||h||``.
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import sympy
 from pydantic import StrictBool
 
-from paramcalc.kinds.base import LayerKind
+from paramcalc.kinds.base import LayerAttrs, LayerKind
 from paramcalc.kinds.fields import Dim, Name, SpecEntry
 
-__all__ = ["KIND", "Norm", "NormLayer"]
+__all__ = ["KIND", "Norm", "NormAttrs", "NormLayer"]
 
 
 class NormLayer(SpecEntry):
@@ -32,8 +34,14 @@ class NormLayer(SpecEntry):
         return self.bias if self.bias is not None else self.kind == "layernorm"
 
 
+@dataclass(frozen=True)
+class NormAttrs(LayerAttrs):
+    dim: sympy.Expr
+    norm: Literal["layernorm", "rmsnorm"]
+
+
 class Norm(LayerKind):
-    """Attributes of its layers: ``dim`` (sympy) and ``norm`` (``layernorm`` or ``rmsnorm``)."""
+    """Its layers' attributes: :class:`NormAttrs`."""
 
     name = "norm"
     aliases = ("layernorm", "rmsnorm")
@@ -49,7 +57,7 @@ class Norm(LayerKind):
         if entry.has_bias:
             params["bias"] = builder.vector(name, "bias", "bias", dim, "zeros", path).name
         norm = "rmsnorm" if entry.kind == "rmsnorm" else "layernorm"
-        builder.add_layer(name, self.name, path, params, {"dim": dim, "norm": norm})
+        builder.add_layer(name, self.name, path, params, NormAttrs(dim, norm))
 
     def width_in(self, layer: Any) -> Any:
         return layer.attrs["dim"]

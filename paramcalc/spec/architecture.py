@@ -115,8 +115,9 @@ class Layer:
     ``kind`` is the registry name of the layer's kind (``attention`` and ``mlp`` blocks are layers
     whose projections appear as their own ``linear`` layers, e.g. ``blocks.0.attn.q``). ``params``
     maps the module's parameter names to tensor names (a tied weight names the owner's tensor).
-    ``attrs`` holds the kind's resolved attributes (dims as sympy expressions, flags); each kind's
-    class documents its keys.
+    ``attrs`` holds the kind's resolved attributes (dims as sympy expressions, flags): a typed
+    :class:`~paramcalc.kinds.base.LayerAttrs` per kind (``LinearAttrs``, ``NormAttrs``, ...), also
+    readable by name.
     """
 
     name: str
