@@ -3,7 +3,8 @@
 Each parameter tensor maps an input space of dimension ``d_in`` to ``fan_out`` (paper App. E):
 ``d_in = fan_in`` for dense inputs, and ``d_in = 1`` for one-hot (sparse) inputs, for biases (whose
 input is the constant 1, App. D) and for gain vectors. Its *role* follows from which of ``d_in``
-and ``fan_out`` grow with width (the counting rule of TP5 / the ``mup`` package):
+and ``fan_out`` grow with width (the counting rule of TP5 / the ``mup`` package, computed by
+:func:`paramcalc.conditions.role`):
 
 =========  ===============  ================  ====================================
 role       d_in scales      fan_out scales    examples
@@ -161,7 +162,7 @@ class Spec:
     def weight_layers(self) -> tuple[Layer, ...]:
         """The linear and embedding layers, in order: those computing a feature with a weight
         matrix (attention and MLP blocks count through their projections)."""
-        return tuple(layer for layer in self.layers if layer.kind in ("linear", "embedding"))
+        return tuple(layer for layer in self.layers if layer.definition.chain_role == "weight")
 
     @cached_property
     def topology(self) -> Topology:

@@ -101,11 +101,8 @@ class Builder:
     def role(self, d_in: sympy.Expr, fan_out: sympy.Expr) -> Role:
         key = (d_in, fan_out)
         if key not in self._role_cache:
-            self._role_cache[key] = self._role(d_in, fan_out)
+            self._role_cache[key] = conditions.role(d_in, fan_out, self.scaling)
         return self._role_cache[key]
-
-    def _role(self, d_in: sympy.Expr, fan_out: sympy.Expr) -> Role:
-        return conditions.role(d_in, fan_out, self.scaling)
 
     # Layers --------------------------------------------------------------------------------------
     def build(self) -> None:

@@ -99,7 +99,7 @@ def _hidden(derivation: Derivation) -> tuple[list[str], list[str]]:
     """Weight layers but the last, and norms: the hidden features the probe watches."""
     spec = derivation.spec
     weights = [layer.name for layer in spec.weight_layers]
-    return weights[:-1], [layer.name for layer in spec.layers if layer.kind == "norm"]
+    return weights[:-1], [layer.name for layer in spec.layers if layer.definition.chain_role == "gain"]
 
 
 def _first_step(

@@ -159,7 +159,8 @@ class _WidthRun:
         self.run, self.settings, self.out = run, settings, out
         self.layers = [layer.name for layer in spec.weight_layers]
         structured = settings.structured
-        self.norms = [layer.name for layer in spec.layers if layer.kind == "norm"] if structured else []
+        gains = [layer.name for layer in spec.layers if layer.definition.chain_role == "gain"]
+        self.norms = gains if structured else []
         self.last = self.layers[-1]
         output = spec.layer(self.last)
         self.output_weight = output.params.get("weight")

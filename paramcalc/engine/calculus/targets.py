@@ -62,7 +62,7 @@ def target_exponents(spec: Spec) -> dict[tuple[str, str], sympy.Rational]:
             out[("spectral_norm", f"{use.layer}.weight")] = exponent
             out[("update_norm", f"{use.layer}.weight")] = exponent
     for layer in spec.layers:
-        if layer.kind == "norm":
+        if layer.definition.chain_role == "gain":
             for quantity in ("rms_h", "rms_dh", "rms_stream", "rms_dstream"):
                 out[(quantity, layer.name)] = zero
         elif layer.kind == "attention":
