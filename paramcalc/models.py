@@ -109,7 +109,12 @@ class ChainModel(_SpecModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = ACTIVATIONS[self.activation]
         for step in self._plan:
-            x = act(x) if step.op == "act" else self.get_submodule(step.layer)(x)
+            if step.op == "act":
+                x = act(x)
+            elif step.op == "pool":
+                x = x.flatten(2).mean(-1)
+            else:
+                x = self.get_submodule(step.layer)(x)
         return x
 
 

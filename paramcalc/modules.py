@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "Attention", "LayerNorm", "Mlp", "OneHotLinear", "RMSNorm"]
+__all__ = ["ACTIVATIONS", "Attention", "InOutLinear", "LayerNorm", "Mlp", "OneHotLinear", "RMSNorm"]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -66,9 +66,13 @@ class Attention(nn.Module):
     entries, a 0-d tensor.
     """
 
-    def __init__(self, n_heads: int, d_head: int, names: Mapping[str, str], fused: bool) -> None:
+    def __init__(self, n_heads: int, d_head: int, names: Mapping[str, str], fused: bool,
+                 n_kv_heads: int | None = None) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads or n_heads
+        if n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         self.d_head = d_head
         self.fused = fused
         self.names = dict(names)
@@ -81,17 +85,21 @@ class Attention(nn.Module):
     def _proj(self, key: str) -> nn.Module:
         return getattr(self, self.names[key])
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+        x = x.view(b, t, heads, self.d_head).transpose(1, 2)
+        # Grouped-query attention: each key/value head serves n_heads / n_kv_heads query heads.
+        return x if heads == self.n_heads else x.repeat_interleave(self.n_heads // heads, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         if self.fused:
-            q, k, v = self._proj("qkv")(x).chunk(3, dim=-1)
+            kv = self.n_kv_heads * self.d_head
+            q, k, v = self._proj("qkv")(x).split([self.n_heads * self.d_head, kv, kv], dim=-1)
         else:
             q, k, v = self._proj("q")(x), self._proj("k")(x), self._proj("v")(x)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        q = self._heads(q, self.n_heads)
+        k, v = self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
         if self.record_logits:
             logits = (q @ k.transpose(-2, -1)) * self.scale
             mask = torch.ones(t, t, dtype=torch.bool, device=x.device)
@@ -105,7 +113,8 @@ class Attention(nn.Module):
         return self._proj("o")(y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
 
     def extra_repr(self) -> str:
-        return f"n_heads={self.n_heads}, d_head={self.d_head}, scale={self.scale:.6g}"
+        kv = f", n_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
+        return f"n_heads={self.n_heads}{kv}, d_head={self.d_head}, scale={self.scale:.6g}"
 
 
 class Mlp(nn.Module):
@@ -145,3 +154,25 @@ class OneHotLinear(nn.Linear):
             return super().forward(x)
         out = self.weight.t()[x]
         return out + self.bias if self.bias is not None else out
+
+
+class InOutLinear(nn.Module):
+    """A linear layer that stores its weight ``(fan_in, fan_out)`` (a spec's ``layout: in_out``), as
+    Hugging Face's ``Conv1D`` does: ``y = x @ weight + bias``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, **factory: object) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(in_features, out_features, **factory))  # type: ignore[arg-type]
+        self.bias = nn.Parameter(torch.zeros(out_features, **factory)) if bias else None  # type: ignore[arg-type]
+        nn.init.normal_(self.weight, std=in_features**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_floating_point(x):  # token ids: rows of the weight
+            out = self.weight[x]
+        else:
+            out = x @ self.weight
+        return out + self.bias if self.bias is not None else out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, layout=in_out"

@@ -42,23 +42,24 @@ def leaves(d: Derivation) -> dict[str, tuple[str, str]]:
         for param, tensor in layer.params.items():
             if layer.name in d.tied and param == "weight":
                 continue  # the owner's tensor, listed under the owner
-            names = layer.definition.flax_leaves
-            if param not in names:
+            try:
+                out[tensor] = layer.definition.flax_leaf(layer, param)
+            except KeyError:
+                names = layer.definition.flax_leaves
                 raise SpecError(
                     f"layers: {layer.name}: --emit jax has no flax layout for parameter {param!r} "
                     f"of a {layer.kind!r} layer (its kind names: {', '.join(names) or 'none'})",
                     source=d.spec.source,
-                )
-            out[tensor] = (layer.name, names[param])
+                ) from None
     missing = [name for name in d if name not in out]
     if missing:  # an engine invariant: every tensor belongs to a layer
         raise RuntimeError(f"tensors without a layer: {missing}")
     return out
 
 
-def _flax_shape(t: Tensor) -> tuple[sympy.Expr, ...]:
-    """flax stores a weight as (fan_in, fan_out) (Dense kernel, Embed table), a vector as (fan_out,)."""
-    return (t.fan_out,) if t.layout == "vector" else (t.fan_in, t.fan_out)
+def _flax_shape(d: Derivation, t: Tensor) -> tuple[sympy.Expr, ...]:
+    """The tensor's shape in flax, as its layer's kind stores it (:meth:`LayerKind.flax_shape`)."""
+    return d.spec.layer(t.layer).definition.flax_shape(t)
 
 
 def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
     by_layer: dict[str, list[dict[str, str]]] = {}
     for name, p in d.items():
         layer, leaf = where[name]
-        entry = tensor_entry(d, name, _flax_shape(p.tensor), values[name], at, code)
+        entry = tensor_entry(d, name, _flax_shape(d, p.tensor), values[name], at, code)
         tensors.append({**entry, "layer": literal(layer), "leaf": literal(leaf)})
         by_layer.setdefault(layer, []).append(
             {"name": literal(leaf), "value": number(values[name]["multiplier"])}

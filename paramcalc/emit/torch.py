@@ -25,6 +25,7 @@ from paramcalc.emit.python import (
 )
 from paramcalc.emit.templating import render
 from paramcalc.engine import Derivation
+from paramcalc.errors import SpecError
 
 __all__ = ["emit_torch", "layer_multiplier_exprs", "torch_context"]
 
@@ -40,6 +41,9 @@ def layer_multiplier_exprs(d: Derivation) -> dict[str, tuple[Any, Any]]:
     for layer in d.spec.layers:
         if not layer.params:
             continue
+        if not layer.definition.hooks_forward:
+            _check_no_multiplier(d, layer)
+            continue
         weight = layer.params.get("weight")
         bias = layer.params.get("bias")
         if layer.name in d.tied:
@@ -48,6 +52,20 @@ def layer_multiplier_exprs(d: Derivation) -> dict[str, tuple[Any, Any]]:
             w_mult = d[weight].multiplier if weight is not None else 1
         out[layer.name] = (w_mult, d[bias].multiplier if bias is not None else None)
     return out
+
+
+def _check_no_multiplier(d: Derivation, layer: Any) -> None:
+    """A layer with no module to hook (a raw ``parameter``) cannot take a forward multiplier."""
+    import sympy
+
+    for tensor in layer.params.values():
+        if sympy.simplify(d[tensor].multiplier - 1) != 0:
+            raise SpecError(
+                f"layers: {layer.name}: {d.parametrization} gives {tensor} the forward multiplier "
+                f"{d[tensor].multiplier}, but a raw parameter has no module to apply it; use the "
+                "parametrization's form without multipliers (the abc-equivalent init and lr)",
+                source=d.spec.source,
+            )
 
 
 def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[str, Any]:

@@ -41,9 +41,9 @@ def get_kind(name: str) -> LayerKind:
 
 
 def _register_builtins() -> None:
-    from paramcalc.kinds import attention, embedding, linear, mlp, norm
+    from paramcalc.kinds import attention, conv, embedding, linear, mlp, norm, parameter
 
-    for module in (linear, embedding, norm, attention, mlp):
+    for module in (linear, embedding, norm, attention, mlp, conv, parameter):
         KINDS[module.KIND.name] = module.KIND
 
 

@@ -33,6 +33,11 @@ class AttentionLayer(SpecEntry):
     """Multi-head self-attention: q, k, v projections ``d_model -> n_heads*d_head`` and an output
     projection back (``fused: true``: one ``qkv`` projection of width ``3*n_heads*d_head``).
 
+    ``n_kv_heads`` (default ``n_heads``) makes it grouped-query attention (Ainslie et al. 2023):
+    k and v project to ``n_kv_heads*d_head``, each of their heads shared by ``n_heads/n_kv_heads``
+    query heads; fused, ``qkv`` is ``(n_heads + 2*n_kv_heads)*d_head`` wide. ``layout: in_out``
+    stores every projection ``(fan_in, fan_out)`` (Hugging Face ``Conv1D``).
+
     The derivation also gives the attention-logit scale to pass to attention.
     """
 
@@ -41,8 +46,10 @@ class AttentionLayer(SpecEntry):
     d_model: Dim
     n_heads: Dim
     d_head: Dim
+    n_kv_heads: Dim | None = None
     bias: StrictBool = False
     fused: StrictBool = False
+    layout: Literal["out_in", "in_out"] = "out_in"
     names: AttentionNames = AttentionNames()
 
 
@@ -56,6 +63,7 @@ class AttentionAttrs(LayerAttrs):
     d_head: sympy.Expr
     fused: bool
     projections: Mapping[str, str]
+    n_kv_heads: sympy.Expr | None = None
 
 
 class Attention(LayerKind):
@@ -70,17 +78,23 @@ class Attention(LayerKind):
         d_model = builder.dim(entry.d_model, f"{path}.d_model")
         n_heads = builder.dim(entry.n_heads, f"{path}.n_heads")
         d_head = builder.dim(entry.d_head, f"{path}.d_head")
-        if d_model is None or n_heads is None or d_head is None:
+        kv_raw = entry.n_heads if entry.n_kv_heads is None else entry.n_kv_heads
+        n_kv = builder.dim(kv_raw, f"{path}.n_kv_heads")
+        if d_model is None or n_heads is None or d_head is None or n_kv is None:
             return
         # Sub-expressions are written back as text for the projections' own parsing (cached).
         width = f"({entry.n_heads})*({entry.d_head})"
+        kv = f"({kv_raw})*({entry.d_head})"
         if entry.fused:
-            parts = {"qkv": (entry.d_model, f"3*{width}")}
+            fused = (f"3*{width}" if entry.n_kv_heads is None
+                     else f"(({entry.n_heads}) + 2*({kv_raw}))*({entry.d_head})")
+            parts = {"qkv": (entry.d_model, fused)}
         else:
-            parts = {k: (entry.d_model, width) for k in ("q", "k", "v")}
+            parts = {"q": (entry.d_model, width), "k": (entry.d_model, kv), "v": (entry.d_model, kv)}
         parts["o"] = (width, entry.d_model)
-        subs = builder.projections(name, parts, entry.names, entry.bias, path)
-        attrs = AttentionAttrs(d_model, n_heads, d_head, entry.fused, subs)
+        subs = builder.projections(name, parts, entry.names, entry.bias, path, entry.layout)
+        attrs = AttentionAttrs(d_model, n_heads, d_head, entry.fused, subs,
+                               None if entry.n_kv_heads is None else n_kv)
         builder.add_layer(name, self.name, path, {}, attrs)
 
     def width_in(self, layer: Any) -> Any:
@@ -90,8 +104,10 @@ class Attention(LayerKind):
         from paramcalc.modules import Attention as AttentionModule
 
         names = {k: v.rsplit(".", 1)[1] for k, v in layer.attrs["projections"].items()}
+        n_kv = layer.attrs.get("n_kv_heads")
         return AttentionModule(dims(layer.attrs["n_heads"], layer.path),
-                               dims(layer.attrs["d_head"], layer.path), names, bool(layer.attrs["fused"]))
+                               dims(layer.attrs["d_head"], layer.path), names, bool(layer.attrs["fused"]),
+                               None if n_kv is None else dims(n_kv, layer.path))
 
     def constants(self, layer: Any, rule: Any, base: Any) -> dict[str, Any]:
         d_head = layer.attrs["d_head"]

@@ -77,6 +77,12 @@ class LayerKind:
     mixes_tokens: ClassVar[bool] = False
     #: Parameter name in torch -> leaf name in flax (``weight -> kernel``).
     flax_leaves: ClassVar[Mapping[str, str]] = {}
+    #: The layer is a module whose output is linear in its weight plus its bias, so a forward
+    #: hook can apply its multipliers (not so for a raw ``parameter``).
+    hooks_forward: ClassVar[bool] = True
+    #: Its features have positions (a convolution's channels x pixels): a chain averages them
+    #: over positions before the next weight layer that is not spatial.
+    spatial: ClassVar[bool] = False
 
     # The spec stage ------------------------------------------------------------------------------
     def expand(self, builder: Any, name: str, entry: Any, path: str) -> None:
@@ -120,6 +126,22 @@ class LayerKind:
         import sympy
 
         return norm_in / sympy.sqrt(self.width_in(layer))
+
+    # JAX ---------------------------------------------------------------------------------------
+    def flax_leaf(self, layer: Layer, param: str) -> tuple[str, str]:
+        """Where a parameter of the layer lives in the flat flax dict: ``(module, leaf)``."""
+        if param not in self.flax_leaves:
+            raise KeyError(param)
+        return layer.name, self.flax_leaves[param]
+
+    def flax_shape(self, tensor: Any) -> tuple[Any, ...]:
+        """A tensor's shape in flax: a weight ``(fan_in, fan_out)`` (Dense kernel, Embed table),
+        a vector ``(fan_out,)``, a raw tensor its own shape."""
+        if tensor.layout == "vector":
+            return (tensor.fan_out,)
+        if tensor.layout == "param":
+            return tuple(tensor.dims)
+        return (tensor.fan_in, tensor.fan_out)
 
     # The derivation ------------------------------------------------------------------------------
     def constants(self, layer: Layer, rule: Any, base: Mapping[Any, Any]) -> dict[str, sympy.Expr]:

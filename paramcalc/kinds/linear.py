@@ -20,7 +20,9 @@ class LinearLayer(SpecEntry):
     """A weight matrix ``fan_out x fan_in`` (torch ``nn.Linear`` layout), optionally with a bias.
 
     ``tie: other`` makes this layer use the weight of layer ``other`` (same stored shape) instead
-    of a tensor of its own, e.g. a readout tied to the token embedding.
+    of a tensor of its own, e.g. a readout tied to the token embedding. ``layout: in_out`` stores
+    the weight ``(fan_in, fan_out)``, as Hugging Face's ``Conv1D`` (GPT-2) does; the matrix is
+    the same, only its storage is transposed.
     """
 
     kind: Literal["linear"] = "linear"
@@ -32,6 +34,7 @@ class LinearLayer(SpecEntry):
     gain: Const = 1
     bias_init: Literal["zeros", "normal"] = "zeros"
     tie: Name | None = None
+    layout: Literal["out_in", "in_out"] = "out_in"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class LinearAttrs(LayerAttrs):
     tie: str | None = None
     block: str | None = None
     part: str | None = None
+    layout: Literal["out_in", "in_out"] = "out_in"
 
 
 class Linear(LayerKind):
@@ -61,13 +65,13 @@ class Linear(LayerKind):
         gain = builder.const(entry.gain, f"{path}.gain")
         if fan_in is None or fan_out is None or gain is None:
             return
-        weight = builder.weight(name, fan_in, fan_out, entry.input, gain, "out_in", path, entry.tie)
+        weight = builder.weight(name, fan_in, fan_out, entry.input, gain, entry.layout, path, entry.tie)
         params = {"weight": weight}
         if entry.bias:
             init = "normal" if entry.bias_init == "normal" else "zeros"
             params["bias"] = builder.vector(name, "bias", "bias", fan_out, init, path).name
         builder.add_layer(name, self.name, path, params,
-                          LinearAttrs(fan_in, fan_out, entry.input, entry.tie, **attrs))
+                          LinearAttrs(fan_in, fan_out, entry.input, entry.tie, layout=entry.layout, **attrs))
 
     def width_in(self, layer: Any) -> Any:
         return layer.attrs["fan_in"]
@@ -81,9 +85,12 @@ class Linear(LayerKind):
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
         from torch import nn
 
-        from paramcalc.modules import OneHotLinear
+        from paramcalc.modules import InOutLinear, OneHotLinear
 
-        cls = OneHotLinear if layer.attrs["input"] == "sparse" else nn.Linear
+        if layer.attrs["layout"] == "in_out":
+            cls: Any = InOutLinear
+        else:
+            cls = OneHotLinear if layer.attrs["input"] == "sparse" else nn.Linear
         return cls(dims(layer.attrs["fan_in"], layer.path), dims(layer.attrs["fan_out"], layer.path),
                    bias="bias" in layer.params, **factory)
 

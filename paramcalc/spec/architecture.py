@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Layer", "Spec", "Tensor", "TiedUse", "Width"]
 
 Role = Literal["input", "hidden", "output", "fixed"]
-Layout = Literal["out_in", "in_out", "vector"]
+Layout = Literal["out_in", "in_out", "vector", "conv", "param"]
 ONE = sympy.Integer(1)
 
 
@@ -77,8 +77,12 @@ class Tensor:
     ``fan_in``/``fan_out`` are sympy expressions in the width symbols. ``layout`` says how the
     tensor is stored in torch: ``out_in`` is ``nn.Linear``'s ``(fan_out, fan_in)``, ``in_out`` is
     ``nn.Embedding``'s ``(fan_in, fan_out)`` = ``(num_embeddings, dim)``, ``vector`` is
-    ``(fan_out,)``; ``shape`` is that torch shape. ``tied_uses`` lists other layers that use this
-    same tensor (``tie:`` in the spec).
+    ``(fan_out,)``; ``conv`` is a convolution's ``(out, in/groups, *kernel)`` and ``param`` a raw
+    tensor's own shape, both given by ``dims``; ``shape`` is that torch shape. As a matrix
+    (:attr:`matrix_shape`, the one whose spectral norm Condition 1 is about) a convolution is
+    ``out x (in/groups * prod(kernel))``, the map from a patch to a pixel's output (im2col), and a
+    raw tensor is its rows of width ``fan_out``. ``tied_uses`` lists other layers that use this same
+    tensor (``tie:`` in the spec).
     """
 
     name: str
@@ -94,14 +98,29 @@ class Tensor:
     layout: Layout
     path: str
     tied_uses: tuple[TiedUse, ...] = ()
+    dims: tuple[sympy.Expr, ...] = ()
 
     @property
     def shape(self) -> tuple[sympy.Expr, ...]:
+        if self.dims:
+            return self.dims
         if self.layout == "vector":
             return (self.fan_out,)
         if self.layout == "in_out":
             return (self.fan_in, self.fan_out)
         return (self.fan_out, self.fan_in)
+
+    @property
+    def matrix_shape(self) -> tuple[sympy.Expr, sympy.Expr]:
+        """The stored tensor as a matrix, in the order torch stores it: ``(rows, cols)``."""
+        if self.layout in ("out_in", "conv"):
+            return (self.fan_out, self.fan_in)
+        if self.layout == "in_out":
+            return (self.fan_in, self.fan_out)
+        if self.layout == "param":
+            rows = sympy.Mul(*self.dims) / self.fan_out
+            return (rows, self.fan_out)
+        return (self.fan_out, ONE)
 
     @property
     def d_in(self) -> sympy.Expr:

@@ -146,12 +146,17 @@ class Builder:
             return 0
         return width.value
 
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
     def vector(
         self, layer: str, param: str, kind: Literal["bias", "gain"], fan_out: sympy.Expr,
-        init: Literal["normal", "zeros", "ones"], path: str,
+        init: Literal["normal", "zeros", "ones"], path: str, owner: str | None = None,
     ) -> Tensor:
+        """A vector ``layer.param`` (``owner``: the spec layer it belongs to, if not ``layer``)."""
+        name = f"{layer}.{param}" if layer else param
         t = Tensor(
-            name=f"{layer}.{param}", layer=layer, param=param, kind=kind, fan_in=ONE,
+            name=name, layer=owner or layer, param=param, kind=kind, fan_in=ONE,
             fan_out=fan_out, input="constant", gain=ONE, init=init,
             role=self.role(ONE, fan_out), layout="vector", path=path,
         )
@@ -185,7 +190,7 @@ class Builder:
 
     def projections(
         self, block: str, parts: Mapping[str, tuple[str | int, str | int]], names: object, bias: bool,
-        path: str,
+        path: str, layout: Layout = "out_in",
     ) -> dict[str, str]:
         """The linear layers of an attention or MLP block, named ``<block>.<names.part>``."""
         linear = get_kind("linear")
@@ -193,9 +198,18 @@ class Builder:
         for part, (fan_in, fan_out) in parts.items():
             name = subs[part] = f"{block}.{getattr(names, part)}"
             self.claim(name, path)
-            linear.expand(self, name, LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias),  # type: ignore[attr-defined]
-                          path, block=block, part=part)
+            entry = LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias, layout=layout)
+            linear.expand(self, name, entry, path, block=block, part=part)  # type: ignore[attr-defined]
         return subs
+
+    def shape_tensor(self, name: str, layout: Layout, dims: tuple[sympy.Expr, ...]) -> None:
+        """Give the tensor ``name`` (just added) a stored shape of its own (a convolution's kernel,
+        a raw tensor's shape)."""
+        for i in range(len(self.tensors) - 1, -1, -1):
+            if self.tensors[i].name == name:
+                self.tensors[i] = replace(self.tensors[i], layout=layout, dims=tuple(dims))
+                return
+        raise KeyError(name)
 
     def _resolve_ties(self) -> None:
         owners = {t.layer: t for t in self.tensors if t.param == "weight" and t.kind == "weight"}

@@ -37,11 +37,12 @@ __all__ = ["Step", "Topology", "topology"]
 class Step:
     """One step of a forward plan: apply ``layer`` (a module path) as ``op``.
 
-    ``op`` is ``weight`` or ``gain`` (apply the layer), ``act`` (the spec's activation), ``embed``
+    ``op`` is ``weight`` or ``gain`` (apply the layer), ``act`` (the spec's activation), ``pool``
+    (average a convolution's features over positions: ``(batch, c, *pixels) -> (batch, c)``), ``embed``
     (token ids -> stream), ``position`` (add a position table) or ``residual`` (``x + layer(norm(x))``).
     """
 
-    op: Literal["weight", "gain", "act", "embed", "position", "residual"]
+    op: Literal["weight", "gain", "act", "pool", "embed", "position", "residual"]
     layer: str = ""
     norm: str = ""
 
@@ -103,7 +104,7 @@ def chain_problems(spec: Spec) -> list[Problem]:
 
 def _chain_plan(spec: Spec) -> list[Step]:
     plan: list[Step] = []
-    activate = False
+    activate = spatial = False
     for layer in spec.layers:
         kind = layer.definition
         if kind.chain_role == "gain":
@@ -111,8 +112,10 @@ def _chain_plan(spec: Spec) -> list[Step]:
             continue
         if activate:
             plan.append(Step("act"))
+        if spatial and not kind.spatial:
+            plan.append(Step("pool"))
         plan.append(Step("weight", layer.name))
-        activate = kind.activates
+        activate, spatial = kind.activates, kind.spatial
     return plan
 
 

@@ -40,6 +40,11 @@ def chain_problems(spec: Spec) -> list[Problem]:
     problems = list(spec.topology.chain_problems)
     if problems:
         return problems
+    spatial = [Problem(layer.path, f"{layer.kind} {layer.name!r} has features over positions; the "
+                                   "calculus propagates vectors (a convolution is judged on the targets)")
+               for layer in spec.layers if layer.definition.spatial]
+    if spatial:
+        return spatial
     return [Problem(f"{layer.path}.tie", f"{layer.name!r} uses a tied weight; the chain calculus needs "
                                          "each layer's own tensor")
             for layer in spec.layers if layer.attrs.get("tie")]
