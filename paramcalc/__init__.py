@@ -34,12 +34,17 @@ _LAZY = {
     "build_model": "paramcalc.models",
     "verify": "paramcalc.verify",
     "VerifyConfig": "paramcalc.verify",
+    "infer_spec": "paramcalc.infer",
 }
+#: Submodules read as attributes: ``paramcalc.torch.apply(...)``.
+_SUBMODULES = {"torch": "paramcalc.torch"}
 
-__all__ = sorted(["SpecError", "UsageError", "UserError", "__version__", *_LAZY])
+__all__ = sorted(["SpecError", "UsageError", "UserError", "__version__", *_LAZY, *_SUBMODULES])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name])
     if name not in _LAZY:
         raise AttributeError(f"module 'paramcalc' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -163,6 +163,26 @@ class Spec:
     source: str
     layers: tuple[Layer, ...] = ()
     model: Any = field(default=None, repr=False)  # the validated schema.SpecModel
+    #: What a reader should check (an inferred spec's raw parameters, attention it did not know).
+    notes: tuple[str, ...] = ()
+
+    def annotated(self, *, source: str, notes: tuple[str, ...] = ()) -> Spec:
+        """This spec under another ``source`` name, with ``notes``."""
+        from dataclasses import replace
+
+        return replace(self, source=source, notes=tuple(notes))
+
+    def to_yaml(self) -> str:
+        """The spec as a YAML file: ``load_spec`` of it gives the same tensors and derivation.
+        Fields at their defaults are left out; :attr:`notes` become comments at the top."""
+        import yaml
+
+        data = self.model.model_dump(mode="python", exclude_defaults=True)
+        data = {"name": data["name"], "widths": data.get("widths", {}),
+                **{k: v for k, v in data.items() if k not in ("name", "widths")}}
+        head = f"# paramcalc spec {self.name!r}" + (f", {self.source}" if self.source else "") + "\n"
+        head += "".join(f"# note: {note}\n" for note in self.notes)
+        return head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
     @property
     def symbols(self) -> dict[str, sympy.Symbol]:

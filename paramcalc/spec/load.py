@@ -27,7 +27,8 @@ MAX_NODES = 500_000
 
 
 def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) -> Spec:
-    """Load and validate an architecture spec from a YAML file path or a mapping.
+    """Load and validate an architecture spec from a YAML file path, YAML text (a string with a
+    newline, such as :meth:`Spec.to_yaml` writes) or a mapping.
 
     >>> spec = load_spec({"name": "mlp", "widths": {"d": {"base": 64}},
     ...                   "layers": [{"name": "fc", "fan_in": "d", "fan_out": "d"}]})
@@ -38,6 +39,8 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) -> Spec
         return source
     if isinstance(source, Mapping):
         return _validate(dict(source), "<dict>")
+    if isinstance(source, str) and "\n" in source:  # YAML text (Spec.to_yaml), not a path
+        return _validate(parse_yaml(source, "<yaml text>"), "<yaml text>")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         return _validate(_read_yaml(path), str(source))
