@@ -35,6 +35,7 @@ _LAZY = {
     "verify": "paramcalc.verify",
     "VerifyConfig": "paramcalc.verify",
     "infer_spec": "paramcalc.infer",
+    "audit": "paramcalc.audit",
 }
 #: Submodules read as attributes: ``paramcalc.torch.apply(...)``.
 _SUBMODULES = {"torch": "paramcalc.torch"}

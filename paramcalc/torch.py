@@ -13,9 +13,10 @@ attention layer's module: its ``scaling`` attribute (Hugging Face attention clas
 
 Weight decay: torch applies a group's ``weight_decay`` to every tensor in it, gains and biases
 included. :func:`param_groups` gives decay only to weight matrices that are not embedding
-tables (unless ``decay`` says otherwise) and keeps the others in groups with ``weight_decay=0``.
-How decay should scale with width is the optimizer's business (see the CHANGELOG); here the
-value given is used as it is.
+tables (unless ``decay`` says otherwise), keeps the others in groups with ``weight_decay=0``, and
+by default keeps each tensor's ``lr * weight_decay`` at its value at the base widths
+("independent" decay, as mup's MuAdamW multiplies weight decay by the width multiplier it divides
+the learning rate by; Wortsman et al. 2023).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 
 from paramcalc.errors import UsageError
 
-__all__ = ["apply", "attention_modules", "emitted", "param_groups", "set_attention_scales"]
+__all__ = ["apply", "attention_modules", "decay_factors", "emitted", "param_groups", "set_attention_scales"]
 
 _CACHE: list[tuple[Any, dict[str, Any]]] = []  # (derivation, namespace): the last few, held
 
@@ -104,32 +105,46 @@ def apply(
 def param_groups(
     model: nn.Module, d: Any, lr: float, widths: Mapping[str, int] | None = None, *,
     weight_decay: float = 0.0, decay: Collection[str] = ("weight",),
+    weight_decay_policy: str = "independent",
 ) -> list[dict[str, Any]]:
     """Parameter groups for any torch optimizer: each tensor trains with ``lr`` times its factor.
 
-    ``weight_decay`` goes to the tensors whose kind is in ``decay``: ``weight`` (weight matrices
-    and convolutions, not embedding tables), ``embedding``, ``gain`` (norm gains), ``bias``
-    (biases and raw parameters); the others get 0. Tensors that share a factor and a decay share
-    a group; each group records its ``lr_factor`` and tensor ``names``. Raises
-    :class:`~paramcalc.UsageError` when a tensor is missing or misshapen, or a needed forward
-    multiplier was not installed (call :func:`apply` first).
+    ``weight_decay`` (the value tuned at the base widths) goes to the tensors whose kind is in
+    ``decay``: ``weight`` (weight matrices and convolutions, not embedding tables), ``embedding``,
+    ``gain`` (norm gains), ``bias`` (biases and raw parameters); the others get 0. With
+    ``weight_decay_policy="independent"`` (the default; mup's MuAdamW, CompleteP) each tensor's
+    ``lr * weight_decay`` is what it is at the base widths: its decay is ``weight_decay`` times its
+    lr factor at base over its lr factor here. ``"coupled"`` gives every decayed tensor
+    ``weight_decay`` as it is (torch's plain AdamW), so ``lr * weight_decay`` shrinks where lr does.
+    Tensors sharing a factor and a decay share a group; each group records its ``lr_factor`` and
+    tensor ``names``. Raises :class:`~paramcalc.UsageError` when a tensor is missing or misshapen,
+    or a needed forward multiplier was not installed (call :func:`apply` first).
     """
     unknown = set(decay) - {"weight", "embedding", "gain", "bias"}
-    if unknown:
-        raise UsageError(f"decay: unknown tensor kinds {sorted(unknown)}; choose from weight, "
-                         "embedding, gain, bias", source="param_groups")
-    groups = _call(d, "param_groups", model, lr, widths)
-    out: list[dict[str, Any]] = []
-    for group in groups:
-        split: dict[bool, dict[str, Any]] = {}
+    if unknown or weight_decay_policy not in ("independent", "coupled"):
+        raise UsageError(f"decay must name tensor kinds among weight, embedding, gain, bias (got "
+                         f"{sorted(decay)}) and weight_decay_policy be independent or coupled (got "
+                         f"{weight_decay_policy!r})", source="param_groups")
+    factors = decay_factors(d, widths) if weight_decay_policy == "independent" else None
+    out: dict[tuple[float, float], dict[str, Any]] = {}
+    for group in _call(d, "param_groups", model, lr, widths):
         for param, name in zip(group["params"], group["names"]):
-            decays = _decay_kind(d, name) in decay
-            g = split.setdefault(decays, {**group, "params": [], "names": [],
-                                          "weight_decay": weight_decay if decays else 0.0})
+            wd = 0.0
+            if _decay_kind(d, name) in decay:
+                wd = weight_decay * (factors[name] if factors else 1.0)
+            g = out.setdefault((group["lr_factor"], wd), {**group, "params": [], "names": [],
+                                                          "weight_decay": wd})
             g["params"].append(param)
             g["names"].append(name)
-        out.extend(split.values())
-    return out
+    return list(out.values())
+
+
+def decay_factors(d: Any, widths: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Per tensor, the factor on weight decay that keeps ``lr * weight_decay`` at its base value
+    (the independent policy): lr factor at the spec's base widths over lr factor at ``widths``.
+    Both numbers are the derivation's (:meth:`Derivation.evaluate`)."""
+    base, here = d.evaluate(), d.evaluate(widths)
+    return {name: (base[name]["lr"] / here[name]["lr"] if here[name]["lr"] else 1.0) for name in here}
 
 
 def _decay_kind(d: Any, name: str) -> str:

@@ -1,0 +1,209 @@
+"""Audit a user's own model and optimizer against a derivation, tensor by tensor.
+
+    report = paramcalc.audit(model, optimizer, d, widths)
+    print(report.text()); report.ok
+
+Read from the live objects: every parameter's current std (and mean, for constant-init tensors),
+the lr and weight decay of the optimizer group holding it, the forward-multiplier hooks installed
+on each layer, and each attention module's logit scale. Compared with the derivation at
+``widths`` (numbers from :meth:`Derivation.evaluate`; nothing derived again):
+
+- ``init_std``: the std must be the derived one within sampling error (run it before training);
+- ``lr``: each tensor's lr over its factor must be one global lr (``lr=`` gives it; else the value
+  most tensors agree on is taken and reported): one lr for all under muP at 4x base fails here;
+- ``multiplier``: a layer whose multiplier is not 1 must have paramcalc's hook with that value (a
+  tied readout at 2x base without its 1/2);
+- ``attention_scale``: each attention module's ``scaling``/``scale`` must be the derived one;
+- ``weight_decay``: no decay on gains, biases and embedding tables, and the same ``lr * weight_decay``
+  over the base lr factor on every decayed matrix (independent decay; decay that shrinks with lr
+  fails, as with a plain ``AdamW(model.parameters(), weight_decay=...)``).
+
+Each row says expected, found, their ratio, the verdict and the one-line fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AuditReport", "AuditRow", "audit"]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    tensor: str
+    quantity: str
+    expected: float
+    found: float
+    ok: bool
+    fix: str = ""
+
+    @property
+    def ratio(self) -> float:
+        if self.expected == 0:
+            return 1.0 if self.found == 0 else math.inf
+        return self.found / self.expected
+
+
+@dataclass
+class AuditReport:
+    rows: list[AuditRow]
+    lr: float
+    lr_inferred: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    @property
+    def failures(self) -> list[AuditRow]:
+        return [r for r in self.rows if not r.ok]
+
+    def text(self, rows: str = "failing") -> str:
+        """A table of the rows (``"failing"`` or ``"all"``), then the verdict."""
+        shown = self.rows if rows == "all" else self.failures
+        how = "inferred: the value most tensors agree on" if self.lr_inferred else "given"
+        lines = [f"global lr {self.lr:.6g} ({how})", *(f"note: {n}" for n in self.notes)]
+        if shown:
+            lines.append(f"{'tensor':<48} {'quantity':<16} {'expected':>11} {'found':>11} "
+                         f"{'ratio':>8}  verdict")
+        for r in shown:
+            fix = f"  fix: {r.fix}" if not r.ok else ""
+            lines.append(f"{r.tensor:<48} {r.quantity:<16} {r.expected:>11.4g} {r.found:>11.4g} "
+                         f"{r.ratio:>8.3g}  {'ok' if r.ok else 'FAIL'}{fix}")
+        checked = len(self.rows)
+        verdict = "audit passed" if self.ok else f"audit FAILED: {len(self.failures)} of {checked} checks"
+        return "\n".join([*lines, f"{verdict} ({checked} checks)"]) + "\n"
+
+
+def _groups(optimizer: Any) -> dict[int, Mapping[str, Any]]:
+    return {id(p): g for g in optimizer.param_groups for p in g["params"]}
+
+
+def _close(a: float, b: float, rtol: float) -> bool:
+    return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-300)
+
+
+def _std_rows(d: Any, params: Mapping[str, Any], widths: Mapping[str, int]) -> list[AuditRow]:
+    from paramcalc.symbolic import numeric
+
+    values, at = d.evaluate(widths), d._numeric_widths(widths)
+    rows = []
+    for name, v in values.items():
+        p = params[name].detach().float()
+        if v["init_std"] > 0:
+            tol = max(0.1, 4 / math.sqrt(2 * max(p.numel(), 1)))
+            found = float(p.std()) if p.numel() > 1 else float(p.abs().mean())
+            rows.append(AuditRow(name, "init_std", v["init_std"], found, _close(found, v["init_std"], tol),
+                                 "re-initialise it: paramcalc.torch.apply(model, d, widths)"))
+        else:
+            expected = numeric(d[name].init_mean, at, {})
+            found = float(p.mean())
+            spread = float(p.std()) if p.numel() > 1 else 0.0
+            ok = abs(found - expected) <= 1e-6 + 1e-3 * abs(expected) and spread < 1e-6
+            rows.append(AuditRow(name, "init_mean", expected, found, ok,
+                                 "it should start constant: paramcalc.torch.apply(model, d, widths)"))
+    return rows
+
+
+def _lr_rows(
+    values: Mapping[str, Any], found: Mapping[str, float], lr: float | None
+) -> tuple[list[AuditRow], float, bool]:
+    ratios = [found[n] / values[n]["lr"] for n in values if values[n]["lr"] > 0]
+    inferred = lr is None
+    if lr is None:
+        counts = Counter(float(f"{r:.6g}") for r in ratios)
+        lr = counts.most_common(1)[0][0] if counts else 0.0
+    rows = []
+    for n, v in values.items():
+        want = lr * v["lr"]
+        rows.append(AuditRow(n, "lr", want, found[n], _close(found[n], want, 1e-6),
+                             f"train it with lr {want:.6g}: "
+                             "paramcalc.torch.param_groups(model, d, lr, widths)"))
+    return rows, lr, inferred
+
+
+def _multiplier_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[AuditRow]:
+    from paramcalc.torch import emitted
+
+    rows = []
+    for layer, (weight, bias) in emitted(d)["layer_multipliers"](widths).items():
+        hooks = [h for h in model.get_submodule(layer)._forward_hooks.values()
+                 if getattr(h, "paramcalc_multiplier", False)]
+        found = hooks[-1].weight if hooks else 1.0
+        found_bias = hooks[-1].bias if hooks else (None if bias is None else 1.0)
+        ok = _close(found, weight, 1e-9) and (bias is None or _close(found_bias, bias, 1e-9))
+        if weight != 1 or hooks or (bias is not None and bias != 1):
+            rows.append(AuditRow(f"{layer}", "multiplier", weight, found, ok,
+                                 "install it: paramcalc.torch.apply(model, d, widths)"))
+    return rows
+
+
+def _attention_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[AuditRow]:
+    from paramcalc.torch import attention_modules
+
+    values = d.evaluate_constants(widths)
+    rows = []
+    for layer, (module, attr) in attention_modules(model, d).items():
+        expected = values[f"{layer}.scale"]
+        found = float(getattr(module, attr)) if attr else math.nan
+        rows.append(AuditRow(layer, "attention_scale", expected, found, _close(found, expected, 1e-9),
+                             "set it: paramcalc.torch.apply(model, d, widths) (or scale= in attention)"))
+    return rows
+
+
+def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], widths: Any) -> list[AuditRow]:
+    from paramcalc.torch import _decay_kind, decay_factors
+
+    factors = decay_factors(d, widths)
+    rows, products = [], {}
+    for name, p in params.items():
+        group = groups[id(p)]
+        wd = float(group.get("weight_decay", 0.0) or 0.0)
+        if _decay_kind(d, name) != "weight":
+            if wd:
+                rows.append(AuditRow(name, "weight_decay", 0.0, wd, False, "no decay on gains, biases "
+                                     "and embeddings: paramcalc.torch.param_groups"))
+            continue
+        if wd:
+            products[name] = wd / factors[name]  # the decay it would have at base (independent)
+    if products:
+        common = Counter(float(f"{v:.6g}") for v in products.values()).most_common(1)[0][0]
+        for name, base_wd in products.items():
+            want = common * factors[name]
+            found = base_wd * factors[name]
+            rows.append(AuditRow(name, "weight_decay", want, found, _close(found, want, 1e-6),
+                                 f"weight_decay {want:.6g} keeps lr * weight_decay at its base value: "
+                                 "paramcalc.torch.param_groups(..., weight_decay=...)"))
+    return rows
+
+
+def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int] | None = None, *,
+          lr: float | None = None) -> AuditReport:
+    """Compare ``model`` and ``optimizer`` with ``derivation`` at ``widths`` (the integers the model
+    is built with); ``lr``: the global learning rate, else inferred. See the module docstring."""
+    from paramcalc.errors import UsageError
+
+    d = derivation
+    widths = d.resolve_widths(widths)
+    params = dict(model.named_parameters())
+    missing = [n for n in d if n not in params]
+    if missing:
+        raise UsageError(f"the model has no parameters {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
+                         f"is it the model of spec {d.spec.name!r}?", source="audit")
+    params = {n: params[n] for n in d}
+    groups = _groups(optimizer)
+    untrained = [n for n, p in params.items() if id(p) not in groups]
+    found = {n: float(groups[id(p)]["lr"]) for n, p in params.items() if id(p) in groups}
+    values = d.evaluate(widths)
+    lr_rows, global_lr, inferred = _lr_rows({n: values[n] for n in found}, found, lr)
+    rows = _std_rows(d, params, widths) + lr_rows + _multiplier_rows(model, d, widths)
+    rows += _attention_rows(model, d, widths)
+    rows += _decay_rows(d, {n: params[n] for n in found}, groups, widths)
+    rows += [AuditRow(n, "lr", values[n]["lr"], 0.0, False, "the optimizer does not train it: "
+                      "build it from paramcalc.torch.param_groups(model, d, lr, widths)") for n in untrained]
+    return AuditReport(rows, global_lr, inferred)
