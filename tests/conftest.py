@@ -66,3 +66,13 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+def small_gpt_example() -> dict:
+    """examples/gpt.yaml with small fixed widths (vocabulary, context, head size): fixed widths
+    cannot be overridden at use time, so tests that want a small GPT change the spec."""
+    import yaml
+
+    data = yaml.safe_load((EXAMPLES / "gpt.yaml").read_text(encoding="utf-8"))
+    data["widths"].update({"vocab": 50, "ctx": 8, "d_head": 16})
+    return data

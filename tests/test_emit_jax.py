@@ -11,13 +11,14 @@ import types
 
 import numpy as np
 import pytest
+import yaml
 
 jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
 
 import paramcalc  # noqa: E402
 from paramcalc.emit import emit  # noqa: E402
-from tests.conftest import EXAMPLES  # noqa: E402
+from tests.conftest import EXAMPLES, small_gpt_example  # noqa: E402
 from tests.test_emit_torch import (  # noqa: E402
     GPT_WIDTHS,
     ONE_HOT_MLP,
@@ -114,9 +115,10 @@ def test_multipliers_and_schedules():
 
 def test_flax_modules_take_the_layout():
     linen = pytest.importorskip("flax.linen")
-    d = paramcalc.derive(EXAMPLES / "classifier.yaml", "spectral", "adam")
-    module = emitted(d)
-    params = module.init_params(jax.random.PRNGKey(2), {"d": 16, "vocab": 30})
+    spec = yaml.safe_load((EXAMPLES / "classifier.yaml").read_text(encoding="utf-8"))
+    spec["widths"]["vocab"] = 30  # a fixed width: changed in the spec, not at use time
+    module = emitted(paramcalc.derive(spec, "spectral", "adam"))
+    params = module.init_params(jax.random.PRNGKey(2), {"d": 16})
     x = jax.random.normal(jax.random.PRNGKey(3), (4, 16))
     out = linen.Dense(64).apply({"params": params["fc1"]}, x)
     assert jax.numpy.allclose(out, x @ params["fc1"]["kernel"] + params["fc1"]["bias"], atol=1e-5)
@@ -127,7 +129,7 @@ def test_flax_modules_take_the_layout():
 
 @pytest.mark.parametrize("opt", OPTS)
 def test_gpt_tied_use_norms_and_attention(opt):
-    d = paramcalc.derive(EXAMPLES / "gpt.yaml", "mup", opt)
+    d = paramcalc.derive(small_gpt_example(), "mup", opt)
     module = emitted(d)
     params = check_init(module, d, GPT_WIDTHS)
     assert set(params["blocks.0.ln_1"]) == {"scale", "bias"}

@@ -29,7 +29,7 @@ from paramcalc import registry  # noqa: E402
 from paramcalc.emit import emit  # noqa: E402
 from paramcalc.emit.tables import render_table  # noqa: E402
 from paramcalc.engine.derivation import resolve_widths  # noqa: E402
-from tests.conftest import EXAMPLES  # noqa: E402
+from tests.conftest import EXAMPLES, small_gpt_example  # noqa: E402
 
 PARAMS = tuple(registry.PARAMETRIZATIONS)
 OPTS = tuple(registry.OPTIMIZERS)
@@ -47,7 +47,7 @@ ONE_HOT_MLP = {
     ],
 }
 WIDTHS = {"d": 64}  # not the base: defaults that leaked in would show
-GPT_WIDTHS = {"vocab": 50, "ctx": 8, "d_model": 32, "n_heads": 2, "d_head": 16}
+GPT_WIDTHS = {"d_model": 32, "n_heads": 2}  # of small_gpt_example(): vocab 50, ctx 8, d_head 16
 
 
 def load_module(code: str, name: str = "emitted") -> types.ModuleType:
@@ -242,10 +242,14 @@ def test_apply_multipliers_scales_weight_and_bias_exactly(opt):
 
 @pytest.mark.parametrize("param", ["spectral", "mup"])
 def test_gpt_tied_readout_and_attention_scales(param):
-    d = paramcalc.derive(EXAMPLES / "gpt.yaml", param, "adam")
+    d = paramcalc.derive(small_gpt_example(), param, "adam")
     module = emitted(d)
     model = build_model(d.spec, GPT_WIDTHS)
     check_init(module, model, d, GPT_WIDTHS)
+    # Groups for a readout whose multiplier (not 1 at 2x base) does not act are refused.
+    with pytest.raises(ValueError, match=r"multipliers of \['lm_head'\].*call apply_multipliers"):
+        module.param_groups(model, 1e-3, GPT_WIDTHS)
+    module.apply_multipliers(model, GPT_WIDTHS)
     # The tied weight is listed once, under its owner.
     names = [n for g in module.param_groups(model, 1e-3, GPT_WIDTHS) for n in g["names"]]
     assert names.count("wte.weight") == 1 and len(names) == len(d)
@@ -288,6 +292,10 @@ def test_user_errors_say_what_to_do():
         module.scales({"dd": 3})
     with pytest.raises(ValueError, match="positive integer"):
         module.scales({"d": 0})
+    # A fixed width passed with another value would silently change roles: refused, with the fix.
+    with pytest.raises(ValueError, match=r"width 'vocab' is fixed at 40 .* `vocab: \{base: 40\}`"):
+        module.init_parameters(model, {"d": 64, "vocab": 80})
+    assert module.scales({"d": 64, "vocab": 40}) == module.scales({"d": 64})  # its own value is fine
     model.extra = nn.Linear(2, 2)
     with pytest.raises(ValueError, match=r"would not be trained: \['extra.weight', 'extra.bias'\]"):
         module.param_groups(model, 0.1, WIDTHS)
@@ -295,6 +303,19 @@ def test_user_errors_say_what_to_do():
     model.fc1 = nn.Identity()
     with pytest.raises(ValueError, match="no parameter 'fc1.weight'"):
         module.init_parameters(model, WIDTHS)
+
+
+def test_the_papers_own_width_symbols_work_end_to_end():
+    """``n``, ``n0`` and ``n_l`` are width symbols like any other (only sqrt, Min, Max are not)."""
+    spec = {"name": "paper", "widths": {"n": {"base": 16}, "n0": 8, "n_l": {"base": 4}},
+            "layers": [{"name": "a", "fan_in": "n0", "fan_out": "n"},
+                       {"name": "b", "fan_in": "n", "fan_out": "n_l"}]}
+    d = paramcalc.derive(spec, "mup", "adam")
+    module = emitted(d)
+    model = build_model(d.spec, {"n": 32, "n_l": 8})
+    module.init_parameters(model, {"n": 32, "n_l": 8})
+    assert module.scales({"n": 32, "n_l": 8})["b.weight"]["lr"] == pytest.approx(
+        d.evaluate({"n": 32, "n_l": 8})["b.weight"]["lr"])
 
 
 def code_tokens(code: str) -> list[tuple[int, str]]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 
@@ -91,8 +92,10 @@ def test_chain_parameters_are_the_spec_tensors(example, widths, expected):
 
 
 def test_gpt_example_parameters_are_the_spec_tensors():
-    spec = paramcalc.load_spec(EXAMPLES / "gpt.yaml")
-    widths = {"d_model": 128, "n_heads": 2, "vocab": 97, "ctx": 8}
+    data = yaml.safe_load((EXAMPLES / "gpt.yaml").read_text(encoding="utf-8"))
+    data["widths"].update({"vocab": 97, "ctx": 8})  # fixed widths: changed in the spec
+    spec = paramcalc.load_spec(data)
+    widths = {"d_model": 128, "n_heads": 2}
     model = build_model(spec, widths)
     assert isinstance(model, TransformerModel)
     got = shapes(model)
@@ -305,7 +308,7 @@ def test_bad_widths_are_spec_errors():
     spec = paramcalc.load_spec(EXAMPLES / "mlp.yaml")
     with pytest.raises(paramcalc.SpecError, match="unknown width symbol"):
         build_model(spec, {"width": 8})
-    with pytest.raises(paramcalc.SpecError, match="n_layers is a repeat count"):
+    with pytest.raises(paramcalc.SpecError, match=r"width 'n_layers' is fixed at 2 .*declare it scaling"):
         build_model(paramcalc.load_spec(small_gpt()), {"n_layers": 3})
     halves = {"name": "h", "widths": {"d": {"base": 8}},
               "layers": [{"name": "a", "fan_in": "d", "fan_out": "d/2"}]}

@@ -228,10 +228,14 @@ def test_theta_exponents():
     assert e["hid.bias"] == {"init_std": 0, "lr": 1, "multiplier": 0}
 
 
-def test_fixed_widths_can_be_overridden_when_evaluating():
-    v = paramcalc.derive(SPEC, "spectral", "sgd").evaluate({"d": 512, "n0": 64})
-    assert v["inp.weight"]["lr"] == pytest.approx(512 / 64)
-    assert v["inp.weight"]["init_std"] == pytest.approx(1 / 8)  # min(1, sqrt(8)) = 1
+def test_fixed_widths_cannot_be_overridden_when_evaluating():
+    d = paramcalc.derive(SPEC, "spectral", "sgd")
+    n0 = d.spec.widths["n0"].value
+    fixed = r"width 'n0' is fixed at \d+ in spec 'roles', got 64; to let it change, declare it scaling"
+    with pytest.raises(paramcalc.SpecError, match=fixed + r": `n0: \{base: \d+\}`"):
+        d.evaluate({"d": 512, "n0": 64})
+    v = d.evaluate({"d": 512, "n0": n0})  # its own value: accepted (the full dict a model is built with)
+    assert v == d.evaluate({"d": 512})
 
 
 def test_evaluate_rejects_unknown_and_bad_widths():

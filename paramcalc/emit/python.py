@@ -99,6 +99,7 @@ def header(d: Derivation, target: str) -> dict[str, Any]:
         "version": literal(__version__),
         "version_comment": comment(__version__),
         "command": comment(_command(d, target)),
+        "scaling": "(" + "".join(literal(w.name) + ", " for w in d.spec.widths.values() if w.scaling) + ")",
     }
 
 

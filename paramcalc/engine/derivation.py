@@ -231,6 +231,9 @@ def _exponents(
 
 
 def resolve_widths(spec: Spec, widths: Mapping[str, int] | None) -> dict[str, int]:
+    """``widths`` completed with the spec's values. A fixed width (or repeat count) may be passed
+    only with its own value: another would silently change roles (a fixed ``n_kv_heads`` makes
+    ``k_proj`` a readout) or leave blocks the spec does not list untouched."""
     values = {w.name: w.value for w in spec.widths.values()}
     problems = []
     for key, value in (widths or {}).items():
@@ -239,11 +242,19 @@ def resolve_widths(spec: Spec, widths: Mapping[str, int] | None) -> dict[str, in
             problems.append(Problem(f"widths.{key}", f"unknown width symbol (declared: {known})"))
         elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             problems.append(Problem(f"widths.{key}", f"expected a positive integer, got {value!r}"))
+        elif not spec.widths[key].scaling and value != values[key]:
+            problems.append(Problem(f"widths.{key}", fixed_width_message(spec, key, value)))
         else:
             values[key] = value
     if problems:
         raise SpecError(problems, source=spec.source)
     return values
+
+
+def fixed_width_message(spec: Spec, name: str, value: int) -> str:
+    fixed = spec.widths[name].value
+    return (f"width {name!r} is fixed at {fixed} in spec {spec.name!r}, got {value}; to let it change, "
+            f"declare it scaling: `{name}: {{base: {fixed}}}`")
 
 
 def _shape(t: Tensor | TiedUse, base: Mapping[sympy.Symbol, sympy.Integer]) -> TensorShape:

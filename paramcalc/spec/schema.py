@@ -49,14 +49,16 @@ __all__ = [
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "identity")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED = {"sqrt", "Min", "Max", "n"}
+# The functions the expression language and the printed output use; any other identifier that is
+# not a Python keyword is a width symbol (the paper's own n, n0, n_l included).
+_RESERVED = {"sqrt", "Min", "Max"}
 
 
 def _check_symbol(value: str) -> str:
     if not isinstance(value, str) or len(value) > 64 or not _IDENT.match(value):
         raise ValueError(f"a width symbol must be a Python identifier, got {str(value)[:60]!r}")
     if value in _RESERVED:
-        raise ValueError(f"{value!r} is reserved; choose another width symbol")
+        raise ValueError(f"{value!r} is reserved (a function in expressions); choose another width symbol")
     return value
 
 
