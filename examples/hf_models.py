@@ -12,7 +12,10 @@ from __future__ import annotations
 
 WIDTHS = {
     "gpt2": {"d_model": {"base": 64}, "n_heads": {"base": 2}, "vocab": 100, "ctx": 16, "n_layers": 2},
-    "llama": {"d_model": {"base": 64}, "n_heads": {"base": 4}, "n_kv_heads": 2, "vocab": 100,
+    # Key/value heads grow with the heads (a fixed group of 2 query heads per key/value head). With
+    # n_kv_heads fixed, k_proj and v_proj map d_model to a fixed width: by the counting rule they are
+    # readouts, whose features at init shrink like d_model^-1/2 (docs/your-model.md).
+    "llama": {"d_model": {"base": 64}, "n_heads": {"base": 4}, "n_kv_heads": {"base": 2}, "vocab": 100,
               "n_layers": 2},
     "vit": {"d_model": {"base": 64}, "n_heads": {"base": 2}, "image": 16, "patch": 4, "n_classes": 10,
             "n_layers": 2},

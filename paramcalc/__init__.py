@@ -36,6 +36,7 @@ _LAZY = {
     "VerifyConfig": "paramcalc.verify",
     "infer_spec": "paramcalc.infer",
     "audit": "paramcalc.audit",
+    "widths_at": "paramcalc.widths",
 }
 #: Submodules read as attributes: ``paramcalc.torch.apply(...)``.
 _SUBMODULES = {"torch": "paramcalc.torch"}

@@ -51,6 +51,34 @@ SpecArg = Annotated[
     Path,
     typer.Argument(help="Architecture spec (YAML).", show_default=False, metavar="SPEC"),
 ]
+ModelArg = Annotated[
+    str, typer.Argument(metavar="MODEL", show_default=False,
+                        help="pkg.mod:function: called with a dict of widths, returns your torch.nn.Module."),
+]
+ScaleOpt = Annotated[
+    str | None,
+    typer.Option("--scale", help="Which of the widths scale, e.g. d_model,n_heads (the others are fixed)."),
+]
+BaseOpt = Annotated[
+    str | None,
+    typer.Option("--base", help="With --model and no SPEC: the widths the factory reads, at their base "
+                                "values, e.g. d_model=256,n_heads=4,vocab=1000 (with --scale) "
+                                "[default: WIDTHS[function] of the factory's module]."),
+]
+
+
+SpecOrModelArg = Annotated[
+    Path | None,
+    typer.Argument(help="Architecture spec (YAML); left out: inferred from --model.", show_default=False,
+                   metavar="[SPEC]"),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="pkg.mod:function building your torch model from a dict of widths: its "
+                                 "spec is inferred, in place of SPEC."),
+]
+
+
 ParamOpt = Annotated[Param, typer.Option("--param", "-p", help="Parametrization.")]
 OptimizerOpt = Annotated[Opt, typer.Option("--optimizer", help="Optimizer.")]
 OutputOpt = Annotated[
@@ -138,7 +166,7 @@ def write_output(content: str, output: Path | None) -> None:
 @app.command()
 @user_errors
 def derive(
-    spec: SpecArg,
+    spec: SpecOrModelArg = None,
     param: ParamOpt = Param.spectral,
     optimizer: OptimizerOpt = Opt.sgd,
     emit: Annotated[
@@ -147,10 +175,15 @@ def derive(
     output: OutputOpt = None,
     widths: WidthsOpt = None,
     form: FormOpt = None,
+    model: ModelOpt = None,
+    base: BaseOpt = None,
+    scale: ScaleOpt = None,
 ) -> None:
     """Derive init std, learning-rate factor and multiplier of every parameter tensor."""
+    from paramcalc.cli_model import spec_or_model
+
     at = parse_width_assignments(widths)
-    loaded = _load(spec)
+    loaded = spec_or_model(spec, model, base, scale)
     from paramcalc.engine import derive as run_derive
 
     try:
@@ -172,7 +205,7 @@ def derive(
 @app.command()
 @user_errors
 def table(
-    spec: SpecArg,
+    spec: SpecOrModelArg = None,
     table_format: Annotated[
         TableFormat, typer.Option("--format", "-f", help="Markdown, LaTeX (tabular) or standalone HTML.")
     ] = TableFormat.markdown,
@@ -192,10 +225,15 @@ def table(
         Param | None,
         typer.Option("--param", "-p", help="Only this parametrization (default: all four side by side)."),
     ] = None,
+    model: ModelOpt = None,
+    base: BaseOpt = None,
+    scale: ScaleOpt = None,
 ) -> None:
     """Init std, learning-rate factor and multiplier of every tensor, parametrizations side by side."""
+    from paramcalc.cli_model import spec_or_model
+
     at = parse_width_assignments(widths)
-    loaded = _load(spec)
+    loaded = spec_or_model(spec, model, base, scale)
     from paramcalc.emit.tables import render_table
 
     content = render_table(
@@ -206,141 +244,6 @@ def table(
         widths=at if widths else None,
     )
     write_output(content, output)
-
-
-class Data(str, Enum):
-    synthetic = "synthetic"
-    digits = "digits"
-
-
-class Loss(str, Enum):
-    mse = "mse"
-    ce = "ce"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-def parse_width_list(text: str) -> list[int]:
-    """``"64,128,256"`` -> ``[64, 128, 256]``."""
-    values = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit() or int(item) <= 0:
-            raise UsageError(
-                f"--widths: expected positive integers separated by commas (values of the spec's first "
-                f"scaling width), got {item!r}",
-                source="command line",
-            )
-        values.append(int(item))
-    return values
-
-
-@app.command()
-@user_errors
-def verify(
-    spec: SpecArg,
-    param: ParamOpt = Param.spectral,
-    optimizer: OptimizerOpt = Opt.sgd,
-    widths: Annotated[
-        str,
-        typer.Option("--widths", help="Values of the spec's first scaling width to train at; other "
-                                      "scaling widths follow in proportion to their bases."),
-    ] = "64,128,256,512,1024",
-    steps: Annotated[int, typer.Option("--steps", help="Full-batch training steps at each width.")] = 3,
-    seeds: Annotated[
-        int | None,
-        typer.Option("--seeds", help="Seeds per width (slopes get a standard error) [default: 3; 6 for a "
-                                     "transformer, whose few tokens make some slopes heavy-tailed]."),
-    ] = None,
-    batch: Annotated[
-        int | None,
-        typer.Option("--batch", help="Examples (sequences, for a transformer) in the fixed training batch "
-                                     "[default: 32; 2 sequences for a transformer]."),
-    ] = None,
-    seq: Annotated[
-        int | None,
-        typer.Option("--seq", help="Tokens per sequence for a transformer [default: 2]: few tokens keep its "
-                                   "first updates low-rank, the regime the theory describes."),
-    ] = None,
-    data: Annotated[
-        Data,
-        typer.Option("--data", help="synthetic (||x|| = sqrt(n0), or token ids) or scikit-learn's digits."),
-    ] = Data.synthetic,
-    loss: Annotated[
-        Loss | None,
-        typer.Option("--loss", help="Mean squared error or cross-entropy [default: mse; next-token "
-                                    "cross-entropy for a transformer]."),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option("--lr", help="Global learning rate. Default: for a chain, the one whose predicted "
-                                  "first step changes the output by RMS 0.1 at the spec's base widths; "
-                                  "otherwise (a transformer, a --model that is not a chain) the one whose "
-                                  "first step, measured by probe steps at the smallest width, moves the "
-                                  "most-moving hidden feature by 10% of its RMS."),
-    ] = None,
-    center: Annotated[
-        bool,
-        typer.Option("--center/--no-center", help="Train the centered output f - f_0 (default), so the "
-                                                  "first step's loss gradient is the targets' alone."),
-    ] = True,
-    device: Annotated[
-        Device, typer.Option("--device", help="auto: CUDA when present, else CPU.")
-    ] = Device.auto,
-    dtype: Annotated[
-        DType | None,
-        typer.Option("--dtype", help="Floating-point type of the models [default: float32 for a chain, "
-                                     "float64 otherwise, where some first updates are below float32's "
-                                     "resolution]."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="module:function returning your nn.Module at given widths (a dict); "
-                                     "its submodule paths must be the spec's layer names."),
-    ] = None,
-    form: FormOpt = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report as JSON to FILE.")
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option("--plot", help="Draw the slopes, Figure 2 style, to FILE (.png, .pdf, .svg)."),
-    ] = None,
-    rows: Annotated[
-        Rows,
-        typer.Option("--rows", help="Table rows: all, only failing, or auto (all up to 80 rows, else "
-                     "the failing ones; --json always has everything)."),
-    ] = Rows.auto,
-) -> None:
-    """Train across widths; check Desideratum 1 and Condition 1, and the calculus' predictions.
-
-    Exit code 0 when the parametrization keeps features and their updates Theta(1) and spectral
-    norms like sqrt(fan_out/fan_in), and measurements agree with predictions; 1 otherwise.
-    """
-    try:
-        from paramcalc.verify import VerifyConfig
-        from paramcalc.verify.terminal import run_in_terminal
-    except ImportError as exc:
-        raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
-                        source="command line") from None
-    config = VerifyConfig(
-        param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)), steps=steps,
-        seeds=seeds, batch=batch, data=data.value, loss=None if loss is None else loss.value, lr=lr,
-        device=device.value, model=model, seq=seq, center=center,
-        dtype=None if dtype is None else dtype.value,
-    )
-    loaded = _load(spec)
-    _resume_collector()
-    raise typer.Exit(run_in_terminal(loaded, config, json_out=json_out, plot=plot, rows=rows.value))
 
 
 def _load(spec: Path):  # noqa: ANN202 - returns paramcalc.Spec
@@ -387,6 +290,9 @@ def _resume_collector() -> None:
         _collector_paused = False
         gc.enable()
 
+
+# The commands that live in their own modules register themselves on ``app``.
+from paramcalc import cli_model, cli_verify  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

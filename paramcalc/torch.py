@@ -28,7 +28,8 @@ from torch import nn
 
 from paramcalc.errors import UsageError
 
-__all__ = ["apply", "attention_modules", "decay_factors", "emitted", "param_groups", "set_attention_scales"]
+__all__ = ["apply", "attention_modules", "decay_factors", "emitted", "install_attention_scales",
+           "param_groups", "set_attention_scales"]
 
 _CACHE: list[tuple[Any, dict[str, Any]]] = []  # (derivation, namespace): the last few, held
 
@@ -54,10 +55,10 @@ def _call(d: Any, fn: str, *args: Any) -> Any:
         raise UsageError(str(exc), source=d.spec.source) from None
 
 
-def attention_modules(model: nn.Module, d: Any) -> dict[str, tuple[nn.Module, str | None]]:
-    """Each attention layer of the derivation -> (its module, the attribute holding its logit scale:
-    ``scaling``, ``scale``, or None when it has neither)."""
-    out: dict[str, tuple[nn.Module, str | None]] = {}
+def attention_modules(model: nn.Module, d: Any) -> dict[str, tuple[nn.Module | None, str | None]]:
+    """Each attention layer of the derivation -> (its module, or None when the model has no such
+    submodule; the attribute holding its logit scale: ``scaling``, ``scale``, or None)."""
+    out: dict[str, tuple[nn.Module | None, str | None]] = {}
     for key in d.constants:
         if not key.endswith(".scale"):
             continue
@@ -65,23 +66,29 @@ def attention_modules(model: nn.Module, d: Any) -> dict[str, tuple[nn.Module, st
         try:
             module = model.get_submodule(layer)
         except AttributeError:
-            raise UsageError(f"the model has no submodule {layer!r}, an attention layer of the spec",
-                             source=d.spec.source) from None
+            out[layer] = (None, None)
+            continue
         numeric = [a for a in ("scaling", "scale") if isinstance(getattr(module, a, None), (int, float))]
-        attr = numeric[0] if numeric else None
-        out[layer] = (module, attr)
+        out[layer] = (module, numeric[0] if numeric else None)
     return out
 
 
-def set_attention_scales(model: nn.Module, d: Any, widths: Mapping[str, int] | None = None) -> None:
-    """Set every attention layer's logit scale to the derivation's at ``widths``."""
-    scales = _call(d, "attention_scales", widths)
+def install_attention_scales(model: nn.Module, d: Any, scales: Mapping[str, float]) -> list[str]:
+    """Set each attention module's logit scale from ``{"<layer>.scale": value}`` (the emitted
+    ``attention_scales(widths)``); return the layers that have no ``scaling``/``scale`` to set."""
     missing = []
     for layer, (module, attr) in attention_modules(model, d).items():
         if attr is None:
             missing.append(layer)
         else:
             setattr(module, attr, float(scales[f"{layer}.scale"]))
+    return missing
+
+
+def set_attention_scales(model: nn.Module, d: Any, widths: Mapping[str, int] | None = None) -> None:
+    """Set every attention layer's logit scale to the derivation's at ``widths``; an attention layer
+    whose scale cannot be set is an error (its logits would keep their own scale, silently)."""
+    missing = install_attention_scales(model, d, _call(d, "attention_scales", widths))
     if missing:
         raise UsageError(
             f"attention layers {missing} have no `scaling` or `scale` attribute to set; pass "

@@ -99,7 +99,8 @@ def header(d: Derivation, target: str) -> dict[str, Any]:
         "version": literal(__version__),
         "version_comment": comment(__version__),
         "command": comment(_command(d, target)),
-        "scaling": "(" + "".join(literal(w.name) + ", " for w in d.spec.widths.values() if w.scaling) + ")",
+        "scaling": "{" + ", ".join(f"{literal(w.name)}: {w.value}" for w in d.spec.widths.values()
+                                   if w.scaling) + "}",
     }
 
 

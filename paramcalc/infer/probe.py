@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from paramcalc.errors import FactoryError, Problem
-
 __all__ = ["Build", "Monomial", "build_on_meta", "fit_monomial"]
 
 
@@ -60,18 +58,11 @@ class Build:
 def build_on_meta(factory: Callable[[dict[str, int]], Any], widths: Mapping[str, int], name: str) -> Build:
     """``factory(widths)`` on the meta device; its errors become one :class:`FactoryError`."""
     import torch
-    from torch import nn
 
-    try:
-        with torch.device("meta"):
-            model = factory(dict(widths))
-    except Exception as exc:  # noqa: BLE001 - the user's factory: report whatever it raised
-        raise FactoryError([Problem("factory", f"{name}({dict(widths)}) raised {type(exc).__name__}: {exc}")],
-                           source=name) from None
-    if not isinstance(model, nn.Module):
-        raise FactoryError([Problem("factory", f"{name}(...) returned {type(model).__name__}, expected a "
-                                               "torch.nn.Module")], source=name)
-    return Build(dict(widths), model)
+    from paramcalc.factory import call_factory
+
+    with torch.device("meta"):
+        return Build(dict(widths), call_factory(factory, widths, name))
 
 
 def fit_monomial(values: Mapping[str, int], base: int, check: tuple[Mapping[str, int], int] | None,

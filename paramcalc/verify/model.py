@@ -13,16 +13,14 @@ number it trains with is one the user's generated file would use.
 Attention-logit scales are part of the parametrization too (``Derivation.constants``: ``1/d_head``
 under spectral, ``sqrt(d_head_base)/d_head`` under muP, TP5 Definition 4.1): each attention layer's
 module gets the emitted ``attention_scales(widths)`` as its ``scale`` attribute, which
-:class:`paramcalc.models.Attention` multiplies its logits by. A factory's attention module without
-a ``scale`` attribute keeps its own scale, and the report says so.
+:class:`paramcalc.models.Attention` multiplies its logits by, or as ``scaling`` (Hugging Face's
+attention classes), as :func:`paramcalc.torch.install_attention_scales` does for users. A
+factory's attention module with neither keeps its own scale, and the report says so.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,30 +30,10 @@ from torch import nn
 
 from paramcalc.engine import Derivation
 from paramcalc.errors import FactoryError, Problem
+from paramcalc.factory import call_factory, load_factory
 
 __all__ = ["Parametrized", "apply_parametrization", "available_memory", "build", "does_not_fit",
            "emitted_namespace", "load_factory", "memory_needed"]
-
-
-def load_factory(text: str) -> Callable[[dict[str, int]], nn.Module]:
-    """Import ``module:function`` (the current directory is importable, as with ``python -m``)."""
-    module_name, sep, func_name = text.partition(":")
-    if not sep or not module_name or not func_name:
-        raise FactoryError([Problem("--model", f"expected module:function, got {text!r}")],
-                        source="command line")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the user's input
-        raise FactoryError([Problem("--model", f"cannot import {module_name!r}: "
-                                               f"{type(exc).__name__}: {exc}")],
-                           source="command line") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise FactoryError([Problem("--model", f"{module_name!r} has no callable {func_name!r}")],
-                        source="command line")
-    return func
 
 
 def build(
@@ -78,16 +56,10 @@ def build(
         # Tied weights stay tied through to_empty (build_model's models re-share them).
         return build_model(spec, dict(widths), device="meta", dtype=dtype).to_empty(device=device)
     else:
-        try:
-            model = factory(dict(widths))
-        except Exception as exc:  # noqa: BLE001 - the factory is user code; name what failed
-            raise FactoryError([Problem("--model", f"the factory failed at widths {dict(widths)}: "
-                                                f"{type(exc).__name__}: {exc}")],
-                            source="command line") from None
-        if not isinstance(model, nn.Module):
-            raise FactoryError([Problem("--model", f"the factory returned {type(model).__name__}, not a "
-                                                "torch.nn.Module")], source="command line")
+        label = getattr(factory, "__qualname__", "the --model factory")
+        model = call_factory(factory, widths, label)
         _check_names(model, derivation, widths)
+        model.register_forward_hook(_output_tensor)
     return model.to(device) if dtype is None else model.to(device=device, dtype=dtype)
 
 
@@ -106,6 +78,14 @@ def _check_names(model: nn.Module, derivation: Derivation, widths: Mapping[str, 
             problems.append(Problem(name, f"has shape {tuple(p.shape)}, the spec says {shape}"))
     if problems:
         raise FactoryError(problems, source="--model")
+
+
+def _output_tensor(module: nn.Module, args: Any, output: Any) -> torch.Tensor:
+    """Forward hook on a factory's model: its output as the tensor verify trains on (a tensor, the
+    first item of a tuple, or ``.logits`` of a Hugging Face ``ModelOutput``)."""
+    from paramcalc.infer.inputs import output_tensor
+
+    return output_tensor(output)
 
 
 #: The last derivation whose emitted code was executed, with the code's namespace: verify applies
@@ -164,30 +144,14 @@ def apply_parametrization(
     multipliers = {name: s["multiplier"] for name, s in namespace["scales"](widths).items()}
     uses = namespace["layer_multipliers"](widths)
     tied = {layer: uses[layer][0] for layer in namespace["TIED"]}
-    unscaled = _set_attention_scales(model, namespace["attention_scales"](widths))
+    from paramcalc.torch import install_attention_scales
+
+    unscaled = install_attention_scales(model, derivation, namespace["attention_scales"](widths))
     from paramcalc.engine import get_optimizer
 
     law = get_optimizer(optimizer)
     opt: torch.optim.Optimizer = law.torch(groups, lr, **({"eps": adam_eps} if law.state_tensors else {}))
     return Parametrized(model, opt, multipliers, True, tied, unscaled)
-
-
-def _set_attention_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
-    """Set each attention layer's ``scale`` from ``{"<layer>.scale": value}``; return the layers whose
-    module has no numeric ``scale`` attribute (a factory's own attention: left as it is)."""
-    unscaled = []
-    for key, value in scales.items():
-        layer = key.removesuffix(".scale")
-        try:
-            module = model.get_submodule(layer)
-        except AttributeError:
-            unscaled.append(layer)
-            continue
-        if isinstance(getattr(module, "scale", None), (int, float)):
-            module.scale = float(value)
-        else:
-            unscaled.append(layer)
-    return unscaled
 
 
 def memory_needed(

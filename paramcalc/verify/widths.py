@@ -6,14 +6,13 @@ must come out an integer; fixed widths keep their values.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from fractions import Fraction
 
 import sympy
 
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Spec
+from paramcalc.widths import proportional
 
 __all__ = ["attention_heads", "lead_width", "sweep"]
 
@@ -45,17 +44,8 @@ def sweep(spec: Spec, values: Iterable[int]) -> list[dict[str, int]]:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             problems.append(Problem("--widths", f"expected positive integers, got {value!r}"))
             continue
-        at = {w.name: w.value for w in spec.widths.values()}
-        for w in scaling:
-            exact = Fraction(w.value * value, lead.value)
-            if exact.denominator != 1:
-                problems.append(Problem(
-                    f"widths.{w.name}",
-                    f"{lead.name} = {value} makes {w.name} = {w.value} * {value} / {lead.value} = "
-                    f"{float(exact):g}, not an integer; choose {lead.name} a multiple of "
-                    f"{lead.value // math.gcd(lead.value, w.value)}",
-                ))
-            at[w.name] = int(exact)
+        at, wrong = proportional(spec, lead.name, value)
+        problems += wrong
         out.append(at)
     if problems:
         raise SpecError(problems, source=spec.source)

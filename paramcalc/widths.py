@@ -1,0 +1,65 @@
+"""Widths in proportion: every scaling width from one of them.
+
+A model's scaling widths grow together (``n_heads = 12 * d_model / 768``, ``d_ff = 4 * d_model``
+where ``d_ff`` is its own width): given one, the others follow their bases in the same ratio and must
+come out integers; fixed widths keep their values. ``paramcalc verify`` sweeps this way, and the
+emitted code has the same ``widths_at``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+from paramcalc.errors import Problem, SpecError
+
+__all__ = ["proportional", "widths_at"]
+
+
+def proportional(spec: Any, lead: str, value: int) -> tuple[dict[str, int], list[Problem]]:
+    """Every width of ``spec`` with scaling width ``lead`` at ``value`` and the other scaling widths
+    in proportion to their bases; the problems name each width that is not an integer there."""
+    base = spec.widths[lead].value
+    at = {w.name: w.value for w in spec.widths.values()}
+    problems = []
+    for w in spec.widths.values():
+        if not w.scaling:
+            continue
+        exact = Fraction(w.value * value, base)
+        if exact.denominator != 1:
+            problems.append(Problem(
+                f"widths.{w.name}",
+                f"{lead} = {value} makes {w.name} = {w.value} * {value} / {base} = {float(exact):g}, not an "
+                f"integer; choose {lead} a multiple of {base // math.gcd(base, w.value)}",
+            ))
+        at[w.name] = int(exact)
+    return at, problems
+
+
+def widths_at(spec: Any, **given: int) -> dict[str, int]:
+    """All widths of ``spec`` (a Spec, a Derivation, or what :func:`~paramcalc.load_spec` reads) from
+    those ``given``: the first scaling width given sets the ratio to the base widths, every scaling
+    width not given follows it, fixed widths keep their values.
+
+    >>> import paramcalc
+    >>> spec = paramcalc.load_spec({"name": "m", "widths": {"d": {"base": 64}, "h": {"base": 2}, "v": 10},
+    ...                             "layers": [{"name": "fc", "fan_in": "d", "fan_out": "h"}]})
+    >>> widths_at(spec, d=256)
+    {'d': 256, 'h': 8, 'v': 10}
+    """
+    from paramcalc.engine.derivation import resolve_widths
+    from paramcalc.spec import Spec, load_spec
+
+    spec = getattr(spec, "spec", spec)
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    resolved = resolve_widths(spec, given)  # unknown names, bad values, fixed widths changed
+    lead = next((name for name in given if spec.widths[name].scaling), None)
+    if lead is None:
+        return resolved
+    at, problems = proportional(spec, lead, resolved[lead])
+    problems = [p for p in problems if p.path.removeprefix("widths.") not in given]
+    if problems:
+        raise SpecError(problems, source=spec.source)
+    return {**at, **{k: v for k, v in resolved.items() if k in given}}
