@@ -15,6 +15,7 @@ them; see :func:`paramcalc.cli.main` for why that matters to a cold ``paramcalc 
 from __future__ import annotations
 
 import importlib
+import types
 from typing import Any
 
 from paramcalc.errors import SpecError, UsageError, UserError  # noqa: F401 - public names
@@ -35,9 +36,18 @@ _LAZY = {
     "verify": "paramcalc.verify",
     "VerifyConfig": "paramcalc.verify",
     "infer_spec": "paramcalc.infer",
-    "audit": "paramcalc.audit",
+    "audit": "paramcalc.auditing",
     "widths_at": "paramcalc.widths",
 }
+class CallablePackage(types.ModuleType):
+    """A subpackage that is also called as its main function (``paramcalc.emit(d, "torch")``,
+    ``paramcalc.verify(spec)``): importing a submodule such as ``paramcalc.emit.docs`` sets the
+    package as the attribute ``paramcalc.emit``, which would otherwise shadow the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
 #: Submodules read as attributes: ``paramcalc.torch.apply(...)``.
 _SUBMODULES = {"torch": "paramcalc.torch"}
 

@@ -273,6 +273,10 @@ def main() -> None:
     in-process (tests, ``CliRunner``), leave the collector alone.
     """
     global _collector_paused
+    import warnings
+
+    # A warning is a line for the user ("warning: ..."), not a file name and a source line.
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     if gc.isenabled():
         gc.disable()
         _collector_paused = True

@@ -119,7 +119,7 @@ def audit(
     if model is None or optim is None:
         raise UsageError("audit needs --model pkg.mod:function (your model) and --optim "
                          "pkg.mod:function (model, widths -> your optimizer)", source="command line")
-    from paramcalc.audit import audit as run_audit
+    from paramcalc.auditing import audit as run_audit
     from paramcalc.engine import derive as run_derive
     from paramcalc.factory import call_factory, load_factory
 

@@ -25,11 +25,6 @@ from paramcalc.cli import (
 from paramcalc.errors import UsageError
 
 
-class Data(str, Enum):
-    synthetic = "synthetic"
-    digits = "digits"
-
-
 class Loss(str, Enum):
     mse = "mse"
     ce = "ce"
@@ -89,9 +84,12 @@ def verify(
                                    "first updates low-rank, the regime the theory describes."),
     ] = None,
     data: Annotated[
-        Data,
-        typer.Option("--data", help="synthetic (||x|| = sqrt(n0), or token ids) or scikit-learn's digits."),
-    ] = Data.synthetic,
+        str,
+        typer.Option("--data", help="synthetic (||x|| = sqrt(n0), token ids, or Gaussian images for a model "
+                                    "whose input is a convolution), digits (scikit-learn's), or "
+                                    "pkg.mod:function: function(batch, seed) returns (inputs, targets) "
+                                    "for your model."),
+    ] = "synthetic",
     loss: Annotated[
         Loss | None,
         typer.Option("--loss", help="Mean squared error or cross-entropy [default: mse; next-token "
@@ -154,7 +152,7 @@ def verify(
                         source="command line") from None
     config = VerifyConfig(
         param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)), steps=steps,
-        seeds=seeds, batch=batch, data=data.value, loss=None if loss is None else loss.value, lr=lr,
+        seeds=seeds, batch=batch, data=data, loss=None if loss is None else loss.value, lr=lr,
         device=device.value, model=model, seq=seq, center=center,
         dtype=None if dtype is None else dtype.value,
     )

@@ -199,7 +199,7 @@ def test_embedding_input_is_one_hot():
 def test_not_a_chain():
     spec = paramcalc.load_spec(EXAMPLES / "gpt.yaml")
     problems = chain_problems(spec)
-    assert problems and "block 'blocks.0.attn'" in str(problems[0])
+    assert problems and "'blocks.0.attn' is a layer of kind attention" in str(problems[0])
     with pytest.raises(NotAChain, match="chains of linear"):
         scaling(paramcalc.derive(spec, "mup", "adam"))
     with pytest.raises(ValueError, match="unknown loss"):

@@ -36,3 +36,19 @@ def test_check_and_regenerate(tmp_path, capsys):
     spec.write_text(spec.read_text().replace("n_out: 10", "n_out: 100"))
     assert docs.main(["--check", *args]) == 1
     assert "out of date" in capsys.readouterr().err
+
+
+def test_your_model_page_shows_the_inferred_specs():
+    import pytest
+
+    pytest.importorskip("transformers")
+    from paramcalc.emit import model_docs
+
+    page = (ROOT / "docs" / "your-model.md").read_text(encoding="utf-8")
+    section = model_docs.inferred_section()
+    assert model_docs.replace_section(page, section) == page, (
+        "docs/your-model.md is out of date: run `python -m paramcalc.emit.model_docs`"
+    )
+    for name in ("gpt2", "llama", "vit", "resnet"):
+        assert f"$ paramcalc infer examples.hf_models:{name}\n" in section
+    assert "layout: in_out" in section and "n_kv_heads: n_kv_heads" in section and "kind: conv2d" in section

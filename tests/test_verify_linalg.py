@@ -107,3 +107,16 @@ def test_stable_rank():
     assert stable_rank(fro, spec) == pytest.approx(fro**2 / spec**2)
     assert 1 <= stable_rank(fro, spec) <= 40
     assert math.isnan(stable_rank(1.0, 0.0))
+
+
+def test_a_convolution_is_measured_as_its_patch_matrix():
+    """A conv kernel (out, in/groups, *kernel) is the (out, in/groups * prod(kernel)) matrix that maps
+    a patch to an output pixel: its spectral norm, not the Frobenius norm of the flattened kernel."""
+    from paramcalc.verify.observe import as_matrix
+
+    w = torch.randn(6, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    m = as_matrix(w)
+    assert m.shape == (6, 12)
+    assert spectral_norm(m).value == pytest.approx(float(torch.linalg.matrix_norm(w.reshape(6, 12), 2)))
+    assert spectral_norm(m).value < float(w.norm()) * 0.9
+    assert as_matrix(torch.ones(5)).shape == (5, 1)

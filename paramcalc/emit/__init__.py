@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from paramcalc import registry
+from paramcalc import CallablePackage, registry
 from paramcalc.errors import lookup
 
 __all__ = ["EMITTERS", "emit"]
@@ -24,3 +25,6 @@ def get_emitter(target: str) -> Callable[..., str]:
 def emit(derivation: Any, target: str, widths: Mapping[str, int] | None = None) -> str:
     """Render ``derivation`` as ``target`` (json, markdown, ...)."""
     return get_emitter(target)(derivation, widths)
+
+
+sys.modules[__name__].__class__ = CallablePackage  # paramcalc.emit(...) after a submodule import

@@ -13,7 +13,7 @@ from typing import Any
 
 from paramcalc.errors import FactoryError, Problem
 
-__all__ = ["example_input", "input_layer", "output_tensor"]
+__all__ = ["example_input", "image_shape", "input_layer", "output_tensor"]
 
 #: Side of the images drawn for a convolutional model whose config does not give ``image_size``.
 DEFAULT_IMAGE = 32
@@ -46,24 +46,34 @@ def input_layer(spec: Any) -> Any:
                                           "give --data a function returning batches")], source=spec.source)
 
 
+def image_shape(spec: Any, widths: Mapping[str, int], model: Any) -> tuple[int, ...] | None:
+    """One image's shape ``(channels, side, ...)`` when the model's input layer is a convolution
+    (``side`` from ``model.config.image_size``, else :data:`DEFAULT_IMAGE`); None otherwise."""
+    import sympy
+
+    layer = input_layer(spec)
+    if layer.kind != "conv":
+        return None
+    subs = {spec.widths[k].symbol: v for k, v in widths.items()}
+    channels = int(sympy.sympify(layer.attrs["in_channels"]).xreplace(subs))
+    side = getattr(getattr(model, "config", None), "image_size", DEFAULT_IMAGE)
+    side = side if isinstance(side, int) else DEFAULT_IMAGE
+    return (channels, *[side] * len(layer.attrs["kernel"]))
+
+
 def example_input(spec: Any, widths: Mapping[str, int], model: Any, *, batch: int, seq: int = 8,
                   generator: Any = None) -> Any:
-    """A batch the model takes: token ids ``(batch, seq)``, images ``(batch, channels, side, ...)`` with
-    ``side`` from ``model.config.image_size`` (else 32), or vectors ``(batch, fan_in)``."""
+    """A batch the model takes: token ids ``(batch, seq)``, images ``(batch, *image_shape(...))``, or
+    vectors ``(batch, fan_in)``."""
     import sympy
     import torch
 
     layer = input_layer(spec)
-    subs = {spec.widths[k].symbol: v for k, v in widths.items()}
-
-    def dim(key: str) -> int:
-        return int(sympy.sympify(layer.attrs[key]).xreplace(subs))
-
+    image = image_shape(spec, widths, model)
+    if image is not None:
+        return torch.randn((batch, *image), generator=generator)
+    fan_in = int(sympy.sympify(layer.attrs["fan_in"]).xreplace(
+        {spec.widths[k].symbol: v for k, v in widths.items()}))
     if layer.kind == "embedding" or layer.attrs.get("input") == "sparse":
-        return torch.randint(dim("fan_in"), (batch, seq), generator=generator)
-    if layer.kind == "conv":
-        ndim = len(layer.attrs["kernel"])
-        side = getattr(getattr(model, "config", None), "image_size", DEFAULT_IMAGE)
-        side = side if isinstance(side, int) else DEFAULT_IMAGE
-        return torch.randn((batch, dim("in_channels"), *[side] * ndim), generator=generator)
-    return torch.randn((batch, dim("fan_in")), generator=generator)
+        return torch.randint(fan_in, (batch, seq), generator=generator)
+    return torch.randn((batch, fan_in), generator=generator)

@@ -18,18 +18,9 @@ from typing import Any
 from torch import nn
 
 from paramcalc.errors import Problem
+from paramcalc.kinds.attention import PROJECTION_NAMES
 
 __all__ = ["PROJECTION_NAMES", "Recogniser"]
-
-#: Child-module names of attention projections: (q, k, v, o) or (fused qkv, o).
-PROJECTION_NAMES: tuple[tuple[str, ...], ...] = (
-    ("q_proj", "k_proj", "v_proj", "o_proj"),
-    ("q", "k", "v", "o"),
-    ("query", "key", "value", "out_proj"),
-    ("c_attn", "c_proj"),
-    ("qkv", "proj"),
-    ("qkv", "o"),
-)
 
 
 def _is_conv1d_hf(module: nn.Module) -> bool:
@@ -95,6 +86,12 @@ class Recogniser:
         from paramcalc.infer.attention import attention_entry
 
         if attention_entry(self, path, module):
+            return
+        if isinstance(module, nn.MultiheadAttention):
+            self.problems.append(Problem(path or "model", (
+                "is an nn.MultiheadAttention, which paramcalc cannot parametrize: its q, k and v share one "
+                "in_proj_weight and its logit scale is fixed at 1/sqrt(head_dim) (it takes no scale). Use "
+                "four nn.Linear (q, k, v, o) and F.scaled_dot_product_attention(..., scale=...)")))
             return
         own = {k: v for k, v in module._parameters.items() if v is not None}
         if not own:

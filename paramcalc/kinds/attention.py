@@ -16,7 +16,36 @@ from pydantic import StrictBool
 from paramcalc.kinds.base import LayerAttrs, LayerKind
 from paramcalc.kinds.fields import Dim, Name, SpecEntry
 
-__all__ = ["KIND", "Attention", "AttentionAttrs", "AttentionLayer", "AttentionNames"]
+__all__ = ["KIND", "PROJECTION_NAMES", "Attention", "AttentionAttrs", "AttentionLayer", "AttentionNames",
+           "attention_as_linears"]
+
+#: Names of attention projections: (q, k, v, o) or (fused qkv, o). Child modules of one parent under
+#: one of these sets are attention (paramcalc.infer) or, as plain linear layers, look like it.
+PROJECTION_NAMES: tuple[tuple[str, ...], ...] = (
+    ("q_proj", "k_proj", "v_proj", "o_proj"),
+    ("q", "k", "v", "o"),
+    ("query", "key", "value", "out_proj"),
+    ("c_attn", "c_proj"),
+    ("qkv", "proj"),
+    ("qkv", "o"),
+)
+
+
+def attention_as_linears(spec: Any) -> list[str]:
+    """Parents of linear layers named like the q, k and v projections of attention (``blk.q_proj``,
+    ``blk.k_proj``, ``blk.v_proj``, ...): attention written as plain linears, whose logit scale no
+    derivation gives (muP's ``1/d_head`` on ``q . k``, TP5 Sec. J, would be lost without a word)."""
+    attention = {layer.name for layer in spec.layers if layer.kind == "attention"}
+    linears = {layer.name for layer in spec.layers
+               if layer.kind == "linear" and layer.attrs.get("block") not in attention}
+    parents = []
+    for name in sorted(linears):
+        parent, _, leaf = name.rpartition(".")
+        for names in PROJECTION_NAMES:
+            if len(names) == 4 and leaf == names[0] and all(f"{parent}.{n}" in linears
+                                                             for n in names[1:3]):
+                parents.append(parent)
+    return parents
 
 
 class AttentionNames(SpecEntry):

@@ -13,7 +13,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
 
 __all__ = ["Const", "Dim", "Name", "SpecEntry", "show"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\Z")
+_SEGMENT = r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)"
+#: A layer name: a submodule path of identifiers and integers (``blocks.0.attn``; ``0`` and ``2`` for
+#: the layers of an ``nn.Sequential``).
+_NAME = re.compile(rf"{_SEGMENT}(\.{_SEGMENT})*\Z")
 
 
 def show(value: Any) -> str:
@@ -25,7 +28,7 @@ def show(value: Any) -> str:
 def _check_name(value: str) -> str:
     if len(value) > 200 or not _NAME.match(value):
         raise ValueError(
-            "expected a Python identifier, or identifiers and integers joined by dots "
+            "expected a Python identifier or an integer, or such names joined by dots "
             f"(a submodule path such as blocks.0.attn.q), got {value[:60]!r}"
         )
     return value

@@ -81,7 +81,7 @@ def chain_problems(spec: Spec) -> list[Problem]:
         if kind.chain_role is None or "block" in layer.attrs:
             block = layer.attrs.get("block", layer.name)
             what = spec.layer(block).kind if "block" in layer.attrs else layer.kind
-            return [Problem(layer.path, f"block {block!r} is an {what} block, not part of a chain: "
+            return [Problem(layer.path, f"{block!r} is a layer of kind {what}, not part of a chain: "
                                         "chains of linear, embedding and norm layers only")]
         if kind.chain_role == "gain":
             if features is not None and not same(kind.width_in(layer), features):

@@ -16,6 +16,9 @@ compares. It imports torch; nothing on the ``paramcalc derive`` path
 imports it.
 """
 
+import sys
+
+from paramcalc import CallablePackage
 from paramcalc.verify import present
 from paramcalc.verify.calibrate import Calibration, calculus_lr, calibrate_lr
 from paramcalc.verify.config import DEFAULT_WIDTHS, VerifyConfig
@@ -57,3 +60,6 @@ __all__ = [
     "verify",
     "zero_gradient",
 ]
+
+
+sys.modules[__name__].__class__ = CallablePackage  # paramcalc.verify(...) after a submodule import

@@ -18,6 +18,13 @@ at every width, as the centering makes it for the MSE of a chain. (MSE on all ``
 would be width-independent too, but its gradient is a dense random sign pattern over the whole
 vocabulary, where cross-entropy's lies on the few target tokens, as in real training.)
 
+Image models (the model's input layer is a convolution) get Gaussian images ``(B, C, H, W)`` of
+entries of size Theta(1), the paper's dense input at every pixel, with the targets of dense inputs.
+Anything else comes from a ``--data pkg.mod:function`` hook: ``function(batch, seed)`` returns
+``(inputs, targets)``, the inputs as the model takes them and the targets as the loss takes them
+(class ids for cross-entropy, the output's shape for the MSE); it is called once per seed, like the
+synthetic batches.
+
 ``digits`` is scikit-learn's 8x8 digits (1797 images, 64 features, shipped inside the package, no
 download): features standardised, rows rescaled to norm ``sqrt(64)``; one output keeps the first two
 classes with ``+-1`` targets (the paper's two-class setup); ``k`` outputs keep classes ``0..k-1``.
@@ -26,12 +33,13 @@ classes with ``+-1`` targets (the paper's two-class setup); ``k`` outputs keep c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from paramcalc.errors import Problem, UsageError
 
-__all__ = ["Batch", "DATASETS", "LOSSES", "make_batch"]
+__all__ = ["Batch", "DATASETS", "LOSSES", "hook_batch", "is_hook", "make_batch"]
 
 DATASETS = ("synthetic", "digits")
 LOSSES = ("mse", "ce")
@@ -70,26 +78,11 @@ class Batch:
 #: Where a bad data option comes from, in errors: the data options are command-line options.
 _SOURCE = "command line"
 
-def make_batch(
-    *,
-    data: str,
-    loss: str,
-    batch: int,
-    n_in: int,
-    n_out: int,
-    sparse: bool,
-    seed: int,
-    seq: int | None = None,
-) -> Batch:
-    """One fixed batch for a seed; ``n_in``/``n_out`` are the model's input and output widths.
 
-    ``seq`` asks for sequences of token ids ``(B, seq)`` (a transformer's input) instead of one
-    input per example; targets then have a ``seq`` axis too: the next tokens for cross-entropy when
-    ``n_in == n_out`` (a language model), uniform classes otherwise.
-    """
+def _check_options(data: str, loss: str, batch: int, n_out: int) -> None:
     if data not in DATASETS:
-        raise UsageError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
-                        source=_SOURCE)
+        raise UsageError([Problem("--data", f"expected one of {', '.join(DATASETS)} or pkg.mod:function, "
+                                            f"got {data!r}")], source=_SOURCE)
     if loss not in LOSSES:
         raise UsageError([Problem("--loss", f"expected one of {', '.join(LOSSES)}, got {loss!r}")],
                         source=_SOURCE)
@@ -98,6 +91,27 @@ def make_batch(
     if loss == "ce" and n_out < 2:
         raise UsageError([Problem("--loss", f"cross-entropy needs at least 2 outputs; the model has "
                                             f"{n_out}")], source=_SOURCE)
+
+
+def make_batch(
+    *,
+    data: str,
+    loss: str,
+    batch: int,
+    n_in: int | tuple[int, ...],
+    n_out: int,
+    sparse: bool,
+    seed: int,
+    seq: int | None = None,
+) -> Batch:
+    """One fixed batch for a seed; ``n_in``/``n_out`` are the model's input and output widths
+    (``n_in`` a tuple: one image's shape ``(channels, side, ...)``, for Gaussian images).
+
+    ``seq`` asks for sequences of token ids ``(B, seq)`` (a transformer's input) instead of one
+    input per example; targets then have a ``seq`` axis too: the next tokens for cross-entropy when
+    ``n_in == n_out`` (a language model), uniform classes otherwise.
+    """
+    _check_options(data, loss, batch, n_out)
     g = torch.Generator().manual_seed(10_007 * seed + 1)
     shape: tuple[int, ...] = (batch,) if seq is None else (batch, seq)
     if seq is not None:
@@ -109,6 +123,13 @@ def make_batch(
             labels = tokens[:, 1:]
         else:
             labels = torch.randint(max(n_out, 2), shape, generator=g)
+    elif isinstance(n_in, tuple):
+        if data != "synthetic":
+            raise UsageError([Problem("--data", f"the model takes images {n_in}, not {data}; give --data "
+                                                "pkg.mod:function returning (inputs, targets)")],
+                             source=_SOURCE)
+        x = torch.randn(batch, *n_in, generator=g)
+        labels = torch.randint(max(n_out, 2), (batch,), generator=g)
     elif data == "digits":
         x, labels = _digits(n_in, n_out, batch, sparse, g)
     else:
@@ -156,3 +177,31 @@ def _digits(
     x = x * (64**0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-6))
     order = torch.randperm(len(y), generator=g)[:batch]
     return x[order], y[order]
+
+
+def is_hook(data: str) -> bool:
+    """Whether ``--data`` names a function (``pkg.mod:function``) rather than a data set."""
+    return ":" in data
+
+
+def hook_batch(hook: Any, label: str, *, loss: str, batch: int, seed: int) -> Batch:
+    """The batch ``hook(batch, seed)`` returns, checked: two tensors, integer class ids for
+    cross-entropy, floats for the MSE. Its errors are one paragraph naming the hook."""
+    from paramcalc.errors import FactoryError
+
+    def bad(what: str) -> FactoryError:
+        return FactoryError([Problem("--data", f"{label}({batch}, {seed}) {what}")], source="command line")
+
+    try:
+        out = hook(batch, seed)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise bad(f"raised {type(exc).__name__}: {exc}") from None
+    pair = isinstance(out, (tuple, list)) and len(out) == 2
+    if not (pair and all(isinstance(t, torch.Tensor) for t in out)):
+        raise bad(f"returned {type(out).__name__}; expected a tuple (inputs, targets) of two tensors")
+    x, y = out
+    if loss == "ce" and torch.is_floating_point(y):
+        raise bad("returned float targets; cross-entropy takes class ids (or give --loss mse)")
+    if loss == "mse" and not torch.is_floating_point(y):
+        raise bad("returned integer targets; the MSE takes floats of the output's shape (or give --loss ce)")
+    return Batch(x.detach(), y.detach(), loss)

@@ -68,8 +68,12 @@ def rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def as_matrix(x: torch.Tensor) -> torch.Tensor:
-    """A tensor as the matrix its spectral norm is taken of: vectors are ``n x 1``."""
-    return x if x.dim() == 2 else x.reshape(-1, 1)
+    """A tensor as the matrix its spectral norm is taken of: vectors are ``n x 1``; a convolution's
+    ``(out, in/groups, *kernel)`` kernel is the ``(out, in/groups * prod(kernel))`` matrix that maps
+    a patch to an output pixel (the conv kind's fan-in; raw ``(1, T, d)`` tables are rows)."""
+    if x.dim() == 2:
+        return x
+    return x.reshape(-1, 1) if x.dim() < 2 else x.reshape(x.shape[0], -1)
 
 
 def norm(

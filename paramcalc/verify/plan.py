@@ -34,6 +34,8 @@ import paramcalc
 from paramcalc.engine import Derivation
 from paramcalc.engine.calculus import NotAChain, Scaling, local_scaling, scaling
 from paramcalc.errors import DeviceError, Problem, SpecError, UsageError
+from paramcalc.infer.inputs import image_shape
+from paramcalc.infer.probe import build_on_meta
 from paramcalc.spec import Spec
 from paramcalc.verify.calibrate import Calibration, ProbeSetup, calculus_lr, calibrate_lr
 from paramcalc.verify.config import (
@@ -48,7 +50,7 @@ from paramcalc.verify.config import (
     ZERO_PROBE_WIDTHS,
     VerifyConfig,
 )
-from paramcalc.verify.data import Batch, make_batch
+from paramcalc.verify.data import Batch, hook_batch, is_hook, make_batch
 from paramcalc.verify.measure import RunSettings
 from paramcalc.verify.model import does_not_fit, load_factory
 from paramcalc.verify.probe import zero_gradient, zero_gradient_reason
@@ -181,10 +183,10 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
     dtype = config.dtype or ("float32" if chain else "float64")
     fitting = [at for at in widths if not does_not_fit(derivation, at, batch, config.optimizer, device)]
 
+    drawer = _drawer(config, factory, shape, batch=batch, loss=loss, seq=seq)
+
     def draw() -> dict[int, Batch]:  # every seed's batch, drawn at the first width that fits
-        return {} if not fitting else {
-            s: make_batch(data=config.data, loss=loss, batch=batch, seed=s, n_in=shape.n_in(fitting[0]),
-                          n_out=shape.n_out(fitting[0]), sparse=shape.sparse, seq=seq) for s in seed_list}
+        return {} if not fitting else drawer(fitting[0], seed_list)
 
     lr, calibration, batches = config.lr, None, None
     if lr is None and chain:
@@ -194,6 +196,7 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
         calibration, batches = _probe_lr(derivation, fitting, draw, config.optimizer, probe)
         lr = 1.0 if calibration is None else calibration.lr  # 1.0: nothing fits, every width is skipped
     batches = draw() if batches is None else batches
+    notes += _input_note(batches, config, factory)
     zero: dict[str, float] = {}
     if fitting and not chain:  # a chain's tensors all get a gradient; attention's key bias does not
         zero = zero_gradient(derivation, fitting[:ZERO_PROBE_WIDTHS], batches[seed_list[0]],
@@ -209,6 +212,40 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
         calibration=calibration, excluded={name: zero_gradient_reason(derivation, name) for name in zero},
         zero_gradients=zero, settings=settings, batches=batches,
     )
+
+
+def _input_note(batches: Mapping[int, Batch], config: VerifyConfig, factory: Factory | None) -> list[str]:
+    """What a factory's model is fed, said in the report (its input is not the spec's to choose)."""
+    if factory is None or not batches:
+        return []
+    b = next(iter(batches.values()))
+    what = ("token ids" if not torch.is_floating_point(b.x) else
+            "Gaussian images" if b.x.dim() > 2 and not is_hook(config.data) else "float inputs")
+    source = f"from {config.data}" if is_hook(config.data) else f"{config.data} data"
+    return [f"The model receives {what} of shape {tuple(b.x.shape)} ({source}; targets "
+            f"{tuple(b.y.shape)}); give --data pkg.mod:function returning (inputs, targets) for others."]
+
+
+def _drawer(config: VerifyConfig, factory: Factory | None, shape: Structure, *, batch: int, loss: str,
+            seq: int | None) -> Callable[[Mapping[str, int], tuple[int, ...]], dict[int, Batch]]:
+    """How the seeds' batches are drawn at widths ``at``: from the ``--data`` hook, or synthetic (or
+    digits) data shaped as the model's input layer reads it: token ids, vectors, or images whose
+    side is the factory model's ``config.image_size`` (read from a build on the meta device)."""
+    if is_hook(config.data):
+        hook = load_factory(config.data, "--data")
+        return lambda at, seeds: {s: hook_batch(hook, config.data, loss=loss, batch=batch, seed=s)
+                                  for s in seeds}
+
+    def draw(at: Mapping[str, int], seeds: tuple[int, ...]) -> dict[int, Batch]:
+        image = None
+        if shape.spec.layer(shape.first).kind == "conv":
+            model = None if factory is None else build_on_meta(factory, at, "the --model factory").model
+            image = image_shape(shape.spec, at, model)
+        n_in = image if image is not None else shape.n_in(at)
+        return {s: make_batch(data=config.data, loss=loss, batch=batch, seed=s, n_in=n_in,
+                              n_out=shape.n_out(at), sparse=shape.sparse, seq=seq) for s in seeds}
+
+    return draw
 
 
 def _frozen(steps: tuple[int, ...] | None) -> frozenset[int] | None:

@@ -1,0 +1,118 @@
+"""Hugging Face models built offline from their configs, the reference users of the factory route:
+infer_spec -> derive -> apply -> param_groups, measured on the live models, and audit on them.
+
+Nothing is written by hand for these models: their specs are inferred (``examples/hf_models.py``
+holds only the factories and their widths).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import paramcalc  # noqa: E402
+from examples import hf_models  # noqa: E402
+from paramcalc.infer.inputs import example_input, output_tensor  # noqa: E402
+from paramcalc.torch import apply, param_groups  # noqa: E402
+
+MODELS = ("gpt2", "llama", "vit", "resnet")
+_SPECS: dict[str, paramcalc.Spec] = {}
+
+
+def spec_of(name: str) -> paramcalc.Spec:
+    if name not in _SPECS:
+        _SPECS[name] = paramcalc.infer_spec(getattr(hf_models, name), hf_models.WIDTHS[name], name=name)
+    return _SPECS[name]
+
+
+def at_4x(d) -> dict[str, int]:
+    """Every width at 4x its base: the lead scaling width given, the others in proportion."""
+    lead = next(w for w in d.spec.widths.values() if w.scaling)
+    return paramcalc.widths_at(d, **{lead.name: 4 * lead.value})
+
+
+def built(name: str, d, widths):
+    model = getattr(hf_models, name)(widths)
+    return apply(model, d, widths, generator=torch.Generator().manual_seed(0))
+
+
+def std_tolerance(numel: int) -> float:
+    """Relative error allowed on a measured std: 5 sampling standard errors (the std of ``N``
+    Gaussian draws has relative error about ``1/sqrt(2N)``), and at least 3%."""
+    return max(0.03, 5 / math.sqrt(2 * numel))
+
+
+@pytest.mark.parametrize("param", ["mup", "spectral"])
+@pytest.mark.parametrize("name", MODELS)
+def test_apply_sets_every_std_and_param_groups_every_lr(name, param):
+    d = paramcalc.derive(spec_of(name), param, "adam")
+    widths = at_4x(d)
+    model = built(name, d, widths)
+    values = d.evaluate(widths)
+    params = dict(model.named_parameters())
+    assert set(params) == set(d), "every parameter of the model is a spec tensor"
+    for tensor, p in params.items():
+        want, data = values[tensor]["init_std"], p.detach().double()
+        if want == 0:  # constant init: gains, biases
+            assert float(data.std()) == 0 and float(data.mean()) == float(d[tensor].init_mean), tensor
+        else:
+            got = float(data.std())
+            assert abs(got / want - 1) < std_tolerance(p.numel()), (tensor, got, want)
+
+    lr = 1e-3
+    groups = param_groups(model, d, lr, widths)
+    grouped = [n for g in groups for n in g["names"]]
+    assert sorted(grouped) == sorted(params) and len(grouped) == len(set(grouped))
+    for g in groups:
+        for tensor in g["names"]:
+            assert g["lr"] == pytest.approx(lr * values[tensor]["lr"], rel=1e-12), tensor
+    factors = {values[n]["lr"] for n in params}
+    assert len(factors) > 1, "at 4x base the tensors' learning rates differ"
+
+    opt = torch.optim.AdamW(groups, lr=lr)
+    x = example_input(d.spec, widths, model, batch=2, generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(3):
+        out = output_tensor(model(x))
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]),
+                                                 torch.zeros(out[..., 0].numel(), dtype=torch.long))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] != losses[0]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_audit_fails_plain_adamw_and_passes_param_groups(name):
+    d = paramcalc.derive(spec_of(name), "mup", "adam")
+    widths = at_4x(d)
+    model = built(name, d, widths)
+
+    plain = paramcalc.audit(model, torch.optim.AdamW(model.parameters(), lr=1e-3), d, widths, lr=1e-3)
+    assert not plain.ok
+    hidden = {n for n in d if d[n].role == "hidden" and d[n].tensor.kind == "weight"}
+    lr_failures = {r.tensor for r in plain.failures if r.quantity == "lr"}
+    assert hidden and lr_failures >= hidden, "under muP at 4x every hidden matrix needs lr/4"
+    row = next(r for r in plain.failures if r.quantity == "lr" and r.tensor in hidden)
+    assert row.ratio == pytest.approx(4.0) and "param_groups" in row.fix
+
+    good = paramcalc.audit(model, torch.optim.AdamW(param_groups(model, d, 1e-3, widths)), d, widths)
+    assert good.ok, good.text()
+    assert good.lr == pytest.approx(1e-3)
+
+
+def test_tied_gpt2_readout_without_its_multiplier_is_caught():
+    d = paramcalc.derive(spec_of("gpt2"), "mup", "adam")
+    widths = at_4x(d)
+    model = hf_models.gpt2(widths)
+    paramcalc.torch.emitted(d)["init_parameters"](model, widths)  # init, but no multipliers
+    report = paramcalc.audit(model, torch.optim.AdamW(model.parameters()), d, widths)
+    rows = [r for r in report.failures if r.quantity == "multiplier"]
+    assert [r.tensor for r in rows] == ["lm_head"] and rows[0].expected == pytest.approx(0.25)
+    with pytest.raises(paramcalc.UsageError, match="apply"):
+        param_groups(model, d, 1e-3, widths)
