@@ -16,7 +16,9 @@ on each layer, and each attention module's logit scale. Compared with the deriva
 - ``attention_scale``: each attention module's ``scaling``/``scale`` must be the derived one;
 - ``weight_decay``: no decay on gains, biases and embedding tables, and the same ``lr * weight_decay``
   over the base lr factor on every decayed matrix (independent decay; decay that shrinks with lr
-  fails, as with a plain ``AdamW(model.parameters(), weight_decay=...)``).
+  fails, as with a plain ``AdamW(model.parameters(), weight_decay=...)``), judged against
+  ``weight_decay=`` (the value tuned at base) when given, else against the value most matrices
+  agree on: a decay that shrinks alike on every matrix is then consistent and passes.
 
 Each row says expected, found, their ratio, the verdict and the one-line fix.
 """
@@ -156,7 +158,8 @@ def _attention_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[Audit
     return rows
 
 
-def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], widths: Any) -> list[AuditRow]:
+def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], widths: Any,
+                base: float | None) -> list[AuditRow]:
     from paramcalc.torch import _decay_kind, decay_factors
 
     factors = decay_factors(d, widths)
@@ -172,7 +175,8 @@ def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], wi
         if wd:
             products[name] = wd / factors[name]  # the decay it would have at base (independent)
     if products:
-        common = Counter(float(f"{v:.6g}") for v in products.values()).most_common(1)[0][0]
+        common = base if base is not None else \
+            Counter(float(f"{v:.6g}") for v in products.values()).most_common(1)[0][0]
         for name, base_wd in products.items():
             want = common * factors[name]
             found = base_wd * factors[name]
@@ -183,9 +187,11 @@ def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], wi
 
 
 def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int] | None = None, *,
-          lr: float | None = None) -> AuditReport:
+          lr: float | None = None, weight_decay: float | None = None) -> AuditReport:
     """Compare ``model`` and ``optimizer`` with ``derivation`` at ``widths`` (the integers the model
-    is built with); ``lr``: the global learning rate, else inferred. See the module docstring."""
+    is built with); ``lr``: the global learning rate, else inferred; ``weight_decay``: the one tuned
+    at the base widths, else the value most decayed matrices agree on (then a decay that shrinks
+    alike on every matrix, as with one lr factor for all, cannot be seen). See the module docstring."""
     from paramcalc.errors import UsageError
 
     d = derivation
@@ -203,7 +209,7 @@ def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int]
     lr_rows, global_lr, inferred = _lr_rows({n: values[n] for n in found}, found, lr)
     rows = _std_rows(d, params, widths) + lr_rows + _multiplier_rows(model, d, widths)
     rows += _attention_rows(model, d, widths)
-    rows += _decay_rows(d, {n: params[n] for n in found}, groups, widths)
+    rows += _decay_rows(d, {n: params[n] for n in found}, groups, widths, weight_decay)
     rows += [AuditRow(n, "lr", values[n]["lr"], 0.0, False, "the optimizer does not train it: "
                       "build it from paramcalc.torch.param_groups(model, d, lr, widths)") for n in untrained]
     return AuditReport(rows, global_lr, inferred)

@@ -106,6 +106,9 @@ def audit(
     optimizer: OptimizerOpt = Opt.sgd,
     lr: Annotated[float | None, typer.Option("--lr", help="Your global learning rate [default: the one "
                                                           "most tensors agree on].")] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        "--weight-decay", help="The weight decay tuned at the base widths [default: the one most decayed "
+                               "matrices agree on].")] = None,
     base: BaseOpt = None,
     scale: ScaleOpt = None,
     form: FormOpt = None,
@@ -133,6 +136,6 @@ def audit(
     except Exception as exc:  # noqa: BLE001 - user code
         raise FactoryError([Problem("--optim", f"{optim}(model, {dict(at)}) raised {type(exc).__name__}: "
                                                f"{exc}")], source="command line") from None
-    report = run_audit(built, opt, d, at, lr=lr)
+    report = run_audit(built, opt, d, at, lr=lr, weight_decay=weight_decay)
     typer.echo(report.text("all" if show_all else "failing"), nl=False)
     raise typer.Exit(0 if report.ok else 1)

@@ -116,3 +116,54 @@ def test_tied_gpt2_readout_without_its_multiplier_is_caught():
     assert [r.tensor for r in rows] == ["lm_head"] and rows[0].expected == pytest.approx(0.25)
     with pytest.raises(paramcalc.UsageError, match="apply"):
         param_groups(model, d, 1e-3, widths)
+
+
+def audit_rows(model, opt, d, widths, quantity, **kwargs):
+    report = paramcalc.audit(model, opt, d, widths, **kwargs)
+    return {r.tensor: r for r in report.failures if r.quantity == quantity}
+
+
+def test_audit_catches_a_tied_embedding_rescaled_like_the_readout():
+    """mup's issue 55: rescaling the readout's init by 1/m also rescales the embedding tied to it."""
+    d = paramcalc.derive(spec_of("gpt2"), "mup", "adam")
+    widths = at_4x(d)
+    model = built("gpt2", d, widths)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.25)  # the same tensor as transformer.wte.weight
+    rows = audit_rows(model, torch.optim.AdamW(param_groups(model, d, 1e-3, widths)), d, widths, "init_std")
+    assert list(rows) == ["transformer.wte.weight"] and rows["transformer.wte.weight"].ratio == pytest.approx(
+        0.25, rel=0.05)
+
+
+def test_audit_catches_weight_decay_that_shrinks_with_lr():
+    d = paramcalc.derive(spec_of("llama"), "mup", "adam")
+    widths = at_4x(d)
+    model = built("llama", d, widths)
+    coupled = param_groups(model, d, 1e-3, widths, weight_decay=0.1, weight_decay_policy="coupled")
+    rows = audit_rows(model, torch.optim.AdamW(coupled), d, widths, "weight_decay", weight_decay=0.1)
+    hidden = {n for n in d if d[n].role == "hidden" and d[n].tensor.kind == "weight"}
+    assert hidden and set(rows) >= hidden and all(rows[n].ratio == pytest.approx(0.25) for n in hidden)
+    independent = param_groups(model, d, 1e-3, widths, weight_decay=0.1)
+    assert not audit_rows(model, torch.optim.AdamW(independent), d, widths, "weight_decay", weight_decay=0.1)
+    # without the base value, ViT's patch embedding (lr factor 1) and its hidden matrices (1/4) disagree
+    d = paramcalc.derive(spec_of("vit"), "mup", "adam")
+    widths = at_4x(d)
+    model = built("vit", d, widths)
+    coupled = param_groups(model, d, 1e-3, widths, weight_decay=0.1, weight_decay_policy="coupled")
+    assert audit_rows(model, torch.optim.AdamW(coupled), d, widths, "weight_decay")
+
+
+def test_audit_catches_a_forgotten_attention_scale():
+    """With the heads fixed, d_head grows: muP's logit scale is sqrt(d_head_base)/d_head, Llama's own
+    1/sqrt(d_head) is too large by sqrt(d_head / d_head_base) (2 at 4x)."""
+    spec = paramcalc.infer_spec(hf_models.llama, {**hf_models.WIDTHS["llama"], "n_heads": 4, "n_kv_heads": 2})
+    d = paramcalc.derive(spec, "mup", "adam")
+    widths = at_4x(d)
+    model = built("llama", d, widths)
+    attn = model.model.layers[0].self_attn
+    assert attn.head_dim == 64
+    attn.scaling = attn.head_dim ** -0.5  # as Llama builds it
+    rows = audit_rows(model, torch.optim.AdamW(param_groups(model, d, 1e-3, widths)), d, widths,
+                      "attention_scale")
+    assert list(rows) == ["model.layers.0.self_attn"]
+    assert rows["model.layers.0.self_attn"].ratio == pytest.approx(2.0)
