@@ -29,7 +29,6 @@ paramcalc's own modules are byte-compiled first, as any installed package is (se
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,19 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from derive_speed import byte_compile, cli  # the same CLI and byte-compiled package as derive's benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 2.0
 
 WIDTHS = "d_model=768,n_heads=12,vocab=50257,ctx=1024,n_layers=12"
 SCALE = "d_model,n_heads"
-
-
-def cli() -> list[str]:
-    script = Path(sys.executable).with_name("paramcalc")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("paramcalc")
-    return [found] if found else [sys.executable, "-m", "paramcalc"]
 
 
 def run(cmd: list[str]) -> float:
@@ -71,13 +64,6 @@ def cold_runs(commands: dict[str, list[str]], repeats: int) -> dict[str, float]:
         for label, cmd in commands.items():
             times[label].append(run(cmd))
     return {label: statistics.median(t) for label, t in times.items()}
-
-
-def byte_compile() -> None:
-    import paramcalc
-
-    package = Path(paramcalc.__file__).parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
 
 def main() -> int:

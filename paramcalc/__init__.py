@@ -39,6 +39,8 @@ _LAZY = {
     "audit": "paramcalc.auditing",
     "widths_at": "paramcalc.widths",
 }
+
+
 class CallablePackage(types.ModuleType):
     """A subpackage that is also called as its main function (``paramcalc.emit(d, "torch")``,
     ``paramcalc.verify(spec)``): importing a submodule such as ``paramcalc.emit.docs`` sets the

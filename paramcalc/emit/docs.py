@@ -17,7 +17,7 @@ from paramcalc.emit.markdown import MARKDOWN
 from paramcalc.emit.tables import render_document, table_document
 from paramcalc.spec import load_spec
 
-__all__ = ["ROOT", "examples_page", "main"]
+__all__ = ["ROOT", "check_or_write", "examples_page", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,17 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=Path, default=ROOT / "examples", help="folder of specs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "examples.md", help="page")
     args = parser.parse_args(argv)
-    page = examples_page(args.examples)
-    current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
-    if args.check:
+    return check_or_write(args.output, examples_page(args.examples), check=args.check,
+                          command="python -m paramcalc.emit.docs")
+
+
+def check_or_write(path: Path, page: str, *, check: bool, command: str) -> int:
+    """With ``check``: 1 (and a line saying to run ``command``) when ``path`` is not ``page``; else
+    write ``page`` there if it differs. Returns the exit code."""
+    current = path.read_text(encoding="utf-8") if path.exists() else None
+    if check:
         if current != page:
-            sys.stderr.write(f"{args.output} is out of date: run python -m paramcalc.emit.docs\n")
+            sys.stderr.write(f"{path} is out of date: run {command}\n")
             return 1
         return 0
     if current != page:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(page, encoding="utf-8")
-        sys.stdout.write(f"wrote {args.output}\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+        sys.stdout.write(f"wrote {path}\n")
     return 0
 
 

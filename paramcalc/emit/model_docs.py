@@ -16,7 +16,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from paramcalc.emit.docs import ROOT
+from paramcalc.emit.docs import ROOT, check_or_write
 
 __all__ = ["BEGIN", "END", "inferred_section", "main", "replace_section"]
 
@@ -54,17 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module", default="examples.hf_models", help="module whose WIDTHS name factories")
     parser.add_argument("--page", type=Path, default=ROOT / "docs" / "your-model.md", help="page")
     args = parser.parse_args(argv)
-    current = args.page.read_text(encoding="utf-8")
-    page = replace_section(current, inferred_section(args.module))
-    if args.check:
-        if current != page:
-            sys.stderr.write(f"{args.page} is out of date: run python -m paramcalc.emit.model_docs\n")
-            return 1
-        return 0
-    if current != page:
-        args.page.write_text(page, encoding="utf-8")
-        sys.stdout.write(f"wrote {args.page}\n")
-    return 0
+    page = replace_section(args.page.read_text(encoding="utf-8"), inferred_section(args.module))
+    return check_or_write(args.page, page, check=args.check, command="python -m paramcalc.emit.model_docs")
 
 
 if __name__ == "__main__":
