@@ -167,3 +167,26 @@ def test_audit_catches_a_forgotten_attention_scale():
                       "attention_scale")
     assert list(rows) == ["model.layers.0.self_attn"]
     assert rows["model.layers.0.self_attn"].ratio == pytest.approx(2.0)
+
+
+def test_param_groups_decay_only_matrices_unless_asked():
+    d = paramcalc.derive(spec_of("vit"), "mup", "adam")
+    widths = at_4x(d)
+    model = built("vit", d, widths)
+    base = d.evaluate()
+    here = d.evaluate(widths)
+
+    def decays(**kwargs):
+        return {n: g["weight_decay"] for g in param_groups(model, d, 1e-3, widths, weight_decay=0.1, **kwargs)
+                for n in g["names"]}
+
+    wd = decays()
+    kinds = {n: d[n].tensor.kind for n in d}
+    assert {n for n, v in wd.items() if v} == {n for n, k in kinds.items() if k == "weight"}
+    for n, v in wd.items():  # independent: lr * weight_decay is what it is at the base widths
+        if v:
+            assert 1e-3 * here[n]["lr"] * v == pytest.approx(1e-3 * base[n]["lr"] * 0.1, rel=1e-12), n
+    with_gains = decays(decay=("weight", "gain"))
+    assert {n for n, v in with_gains.items() if v} == {n for n, k in kinds.items() if k in ("weight", "gain")}
+    with pytest.raises(paramcalc.UsageError, match="decay must name"):
+        decays(decay=("weights",))
