@@ -70,7 +70,7 @@ def test_derive_and_table_take_a_model():
 
     table = run("table", "--model", MLP, *ADAM_MUP, "--format", "markdown")
     assert table.exit_code == 0, table.output
-    assert "`2.weight`" in table.stdout or "2.weight" in table.stdout
+    assert "2.weight" in table.stdout and "4.weight" in table.stdout and "muP" in table.stdout
     # a fixed width cannot be changed at use time: the error names it and how to make it scale
     one_paragraph_exit_2(run("derive", "--model", MLP, "--widths", "n_in=16"), "n_in", "fixed")
 
