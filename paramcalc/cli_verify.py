@@ -76,7 +76,8 @@ def verify(
     batch: Annotated[
         int | None,
         typer.Option("--batch", help="Examples (sequences, for a transformer) in the fixed training batch "
-                                     "[default: 32; 2 sequences for a transformer]."),
+                                     "[default: 32; 2 sequences for a transformer; 1 image for a model "
+                                     "whose input is a convolution]."),
     ] = None,
     seq: Annotated[
         int | None,

@@ -122,14 +122,15 @@ def test_verify_model_with_a_spec_reports_a_shape_mismatch(write_spec):
 def test_verify_on_images_by_default_and_from_a_data_hook():
     pytest.importorskip("transformers")
     base = ["verify", "--model", "examples.hf_models:vit", *ADAM_MUP, "--widths", "64,128", "--steps", "1",
-            "--seeds", "1", "--device", "cpu", "--batch", "1"]
+            "--seeds", "1", "--device", "cpu"]  # one image per batch: the default for image models
     for extra, said in (([], "receives Gaussian images of shape (1, 3, 16, 16) (synthetic data"),
                         (["--data", "tests.model_factories:vit_images", "--loss", "ce"],
                          "receives float inputs of shape (1, 3, 16, 16) (from "
                          "tests.model_factories:vit_images")):
         result = run(*base, *extra)
         assert result.exit_code in (0, 1), result.output  # it trained and judged
-        assert "layer / tensor" in result.stdout and said in " ".join(result.stdout.split())
+        text = " ".join(result.stdout.split())
+        assert "layer / tensor" in text and said in text and "batch 1," in text
     one_paragraph_exit_2(run(*base, "--data", "tests.model_factories:bad_batch"), "bad_batch",
                          "(inputs, targets)")
     one_paragraph_exit_2(run(*base, "--data", "tests.model_factories:vit_images"), "integer targets")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["AUTO_FEATURE_CHANGE", "AUTO_OUTPUT_CHANGE", "BATCH", "DEFAULT_WIDTHS", "DTYPES", "SEEDS",
-           "SEQ_BATCH", "SEQ_LEN", "SEQ_SEEDS", "ZERO_PROBE_WIDTHS", "Progress", "VerifyConfig"]
+__all__ = ["AUTO_FEATURE_CHANGE", "AUTO_OUTPUT_CHANGE", "BATCH", "DEFAULT_WIDTHS", "DTYPES", "IMAGE_BATCH",
+           "SEEDS", "SEQ_BATCH", "SEQ_LEN", "SEQ_SEEDS", "ZERO_PROBE_WIDTHS", "Progress", "VerifyConfig"]
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024)
 #: The predicted first-step RMS change of the output that ``lr="auto"`` aims for at base widths.
@@ -32,6 +32,9 @@ SEEDS = 3
 #: Sequences per batch, tokens per sequence and seeds for sequence models: few tokens keep the first
 #: updates low-rank (the regime of Sec. 3.2.3 and App. B), more seeds tame their heavy tails.
 SEQ_BATCH = 2
+#: Images per batch for a model whose input is a convolution: one image is already many rows of
+#: each convolution's gradient (its pixels or patches), so one keeps the first updates lowest-rank.
+IMAGE_BATCH = 1
 SEQ_LEN = 2
 SEQ_SEEDS = 6
 #: Widths at which :func:`~paramcalc.verify.probe.zero_gradient` looks for tensors without a gradient.

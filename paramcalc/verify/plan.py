@@ -43,6 +43,7 @@ from paramcalc.verify.config import (
     AUTO_OUTPUT_CHANGE,
     BATCH,
     DTYPES,
+    IMAGE_BATCH,
     SEEDS,
     SEQ_BATCH,
     SEQ_LEN,
@@ -257,6 +258,8 @@ def _family_defaults(shape: Structure, config: VerifyConfig) -> tuple[int, int |
     sequence = shape.sequence
     batch, seq, loss, seeds = ((SEQ_BATCH, SEQ_LEN, "ce", SEQ_SEEDS) if sequence
                                else (BATCH, None, "mse", SEEDS))
+    if shape.spec.layer(shape.first).kind == "conv":
+        batch = IMAGE_BATCH
 
     def given(value: Any, default: Any) -> Any:
         return default if value is None else value
