@@ -91,17 +91,10 @@ def paramcalc_adamw(model: nn.Module, widths: dict[str, int]) -> torch.optim.Opt
     return torch.optim.AdamW(paramcalc.torch.param_groups(model, d, LR, widths, weight_decay=WEIGHT_DECAY))
 
 
-def example_batch(name: str, d: paramcalc.Derivation, widths: dict[str, int], model: nn.Module):
-    """Inputs the model reads: token ids, or images of the size it was configured for."""
-    from paramcalc.infer.inputs import example_input
-
-    return example_input(d.spec, widths, model, batch=4, generator=torch.Generator().manual_seed(0))
-
-
 def walk_through(name: str) -> dict[str, object]:
     """The factory route on one model at 4x base: what the audit says of a plain AdamW and of
     paramcalc's param groups, and the loss over three steps with the latter."""
-    from paramcalc.infer.inputs import output_tensor
+    from paramcalc.infer.inputs import example_input, output_tensor
 
     d = derivation(name)
     lead = next(w for w in d.spec.widths.values() if w.scaling)
@@ -112,7 +105,8 @@ def walk_through(name: str) -> dict[str, object]:
     model = paramcalc.torch.apply(factory(widths), d, widths)
     opt = torch.optim.AdamW(paramcalc.torch.param_groups(model, d, LR, widths, weight_decay=WEIGHT_DECAY))
     report = paramcalc.audit(model, opt, d, widths)
-    x = example_batch(name, d, widths, model)
+    # inputs the model reads: token ids, or images of the size it was configured for
+    x = example_input(d.spec, widths, model, batch=4, generator=torch.Generator().manual_seed(0))
     losses = []
     for _ in range(3):
         out = output_tensor(model(x))

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from paramcalc.errors import Problem, UsageError
+from paramcalc.errors import FactoryError, Problem, UsageError
 
 __all__ = ["Batch", "DATASETS", "LOSSES", "hook_batch", "is_hook", "make_batch"]
 
@@ -187,8 +187,6 @@ def is_hook(data: str) -> bool:
 def hook_batch(hook: Any, label: str, *, loss: str, batch: int, seed: int) -> Batch:
     """The batch ``hook(batch, seed)`` returns, checked: two tensors, integer class ids for
     cross-entropy, floats for the MSE. Its errors are one paragraph naming the hook."""
-    from paramcalc.errors import FactoryError
-
     def bad(what: str) -> FactoryError:
         return FactoryError([Problem("--data", f"{label}({batch}, {seed}) {what}")], source="command line")
 

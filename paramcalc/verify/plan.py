@@ -73,6 +73,11 @@ class Structure:
     chain: bool
 
     @property
+    def images(self) -> bool:
+        """Images in: the first weight layer is a convolution."""
+        return self.spec.layer(self.first).kind == "conv"
+
+    @property
     def sequence(self) -> bool:
         """Token sequences in (a transformer or a factory's model fed one-hot inputs)."""
         return not self.chain and self.sparse
@@ -239,7 +244,7 @@ def _drawer(config: VerifyConfig, factory: Factory | None, shape: Structure, *, 
 
     def draw(at: Mapping[str, int], seeds: tuple[int, ...]) -> dict[int, Batch]:
         image = None
-        if shape.spec.layer(shape.first).kind == "conv":
+        if shape.images:
             model = None if factory is None else build_on_meta(factory, at, "the --model factory").model
             image = image_shape(shape.spec, at, model)
         n_in = image if image is not None else shape.n_in(at)
@@ -258,7 +263,7 @@ def _family_defaults(shape: Structure, config: VerifyConfig) -> tuple[int, int |
     sequence = shape.sequence
     batch, seq, loss, seeds = ((SEQ_BATCH, SEQ_LEN, "ce", SEQ_SEEDS) if sequence
                                else (BATCH, None, "mse", SEEDS))
-    if shape.spec.layer(shape.first).kind == "conv":
+    if shape.images:
         batch = IMAGE_BATCH
 
     def given(value: Any, default: Any) -> Any:
