@@ -1,7 +1,7 @@
 """Audit a user's own model and optimizer against a derivation, tensor by tensor.
 
     report = paramcalc.audit(model, optimizer, d, widths)
-    print(report.text()); report.ok
+    print(report.text()); report.ok; report.rows   # one per tensor, each with its checks
 
 Read from the live objects: every parameter's current std (and mean, for constant-init tensors),
 the lr and weight decay of the optimizer group holding it, the forward-multiplier hooks installed
@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AuditReport", "AuditRow", "audit"]
+__all__ = ["AuditReport", "AuditRow", "TensorAudit", "audit"]
 
 
 @dataclass(frozen=True)
@@ -50,24 +50,41 @@ class AuditRow:
         return self.found / self.expected
 
 
+@dataclass(frozen=True)
+class TensorAudit:
+    """One tensor's checks: its own (init, lr, weight decay) and its layer's (forward multiplier,
+    attention scale); a tied use's layer checks count on the tensor it uses."""
+
+    tensor: str
+    checks: tuple[AuditRow, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
 @dataclass
 class AuditReport:
-    rows: list[AuditRow]
+    #: Every check, in order: per tensor, then per layer.
+    checks: list[AuditRow]
+    #: One row per tensor of the derivation, in its order (CONTRACT.md: ``report.rows``).
+    rows: list[TensorAudit]
     lr: float
     lr_inferred: bool
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        return all(c.ok for c in self.checks)
 
     @property
     def failures(self) -> list[AuditRow]:
-        return [r for r in self.rows if not r.ok]
+        """The failing checks."""
+        return [c for c in self.checks if not c.ok]
 
     def text(self, rows: str = "failing") -> str:
-        """A table of the rows (``"failing"`` or ``"all"``), then the verdict."""
-        shown = self.rows if rows == "all" else self.failures
+        """A table of the checks (``"failing"`` or ``"all"``), then the verdict."""
+        shown = self.checks if rows == "all" else self.failures
         how = "inferred: the value most tensors agree on" if self.lr_inferred else "given"
         lines = [f"global lr {self.lr:.6g} ({how})", *(f"note: {n}" for n in self.notes)]
         if shown:
@@ -77,7 +94,7 @@ class AuditReport:
             fix = f"  fix: {r.fix}" if not r.ok else ""
             lines.append(f"{r.tensor:<48} {r.quantity:<16} {r.expected:>11.4g} {r.found:>11.4g} "
                          f"{r.ratio:>8.3g}  {'ok' if r.ok else 'FAIL'}{fix}")
-        checked = len(self.rows)
+        checked = len(self.checks)
         verdict = "audit passed" if self.ok else f"audit FAILED: {len(self.failures)} of {checked} checks"
         return "\n".join([*lines, f"{verdict} ({checked} checks)"]) + "\n"
 
@@ -212,4 +229,12 @@ def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int]
     rows += _decay_rows(d, {n: params[n] for n in found}, groups, widths, weight_decay)
     rows += [AuditRow(n, "lr", values[n]["lr"], 0.0, False, "the optimizer does not train it: "
                       "build it from paramcalc.torch.param_groups(model, d, lr, widths)") for n in untrained]
-    return AuditReport(rows, global_lr, inferred)
+    return AuditReport(rows, _per_tensor(d, rows), global_lr, inferred)
+
+
+def _per_tensor(d: Any, checks: list[AuditRow]) -> list[TensorAudit]:
+    """Each tensor's checks: those naming it, its layer (a prefix of its name) or, for a tied use, the
+    layer that uses it."""
+    tied = {layer: use.tensor for layer, use in d.tied.items()}
+    return [TensorAudit(name, tuple(c for c in checks if c.tensor == name or name.startswith(f"{c.tensor}.")
+                                    or tied.get(c.tensor) == name)) for name in d]

@@ -103,6 +103,10 @@ def test_audit_fails_plain_adamw_and_passes_param_groups(name):
 
     good = paramcalc.audit(model, torch.optim.AdamW(param_groups(model, d, 1e-3, widths)), d, widths)
     assert good.ok, good.text()
+    # report.rows: one per tensor, in the derivation's order, holding every check
+    assert [r.tensor for r in plain.rows] == list(d)
+    assert {id(c) for r in plain.rows for c in r.checks} == {id(c) for c in plain.checks}
+    assert {r.tensor for r in plain.rows if not r.ok} >= hidden and all(r.ok for r in good.rows)
     assert good.lr == pytest.approx(1e-3)
 
 
@@ -114,6 +118,8 @@ def test_tied_gpt2_readout_without_its_multiplier_is_caught():
     report = paramcalc.audit(model, torch.optim.AdamW(model.parameters()), d, widths)
     rows = [r for r in report.failures if r.quantity == "multiplier"]
     assert [r.tensor for r in rows] == ["lm_head"] and rows[0].expected == pytest.approx(0.25)
+    tied_row = next(r for r in report.rows if r.tensor == "transformer.wte.weight")
+    assert rows[0] in tied_row.checks  # the tied readout's multiplier counts on the tensor it uses
     with pytest.raises(paramcalc.UsageError, match="apply"):
         param_groups(model, d, 1e-3, widths)
 
