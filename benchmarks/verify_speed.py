@@ -57,7 +57,7 @@ def bare_steps(param: str, optimizer: str, seeds: int, batch: int, lr: float) ->
             begin = time.perf_counter()
             torch.manual_seed(seed)
             model = build(d, at, factory=None, device=torch.device("cpu"))
-            run = apply_parametrization(d, model, at, lr=lr, optimizer=optimizer)
+            run = apply_parametrization(d, model, at, lr=lr)
             data = make_batch(data="synthetic", loss="mse", batch=batch, n_in=3072, n_out=1, sparse=False,
                               seed=seed)
             start = time.perf_counter()

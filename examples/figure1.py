@@ -62,7 +62,7 @@ def one_update(
     widths = {"n0": n0, "d": WIDTH, "n_out": 10}
     torch.manual_seed(1000 + trial)
     model = build(derivation, widths, factory=None, device=torch.device("cpu"))
-    apply_parametrization(derivation, model, widths, lr=1.0, optimizer="sgd")
+    apply_parametrization(derivation, model, widths, lr=1.0)
     data_batch = make_batch(data=data, loss="ce", batch=batch, n_in=n0, n_out=10, sparse=False,
                             seed=7 * trial + batch)
     inputs: dict[str, torch.Tensor] = {}

@@ -14,11 +14,15 @@ on each layer, and each attention module's logit scale. Compared with the deriva
 - ``multiplier``: a layer whose multiplier is not 1 must have paramcalc's hook with that value (a
   tied readout at 2x base without its 1/2);
 - ``attention_scale``: each attention module's ``scaling``/``scale`` must be the derived one;
-- ``weight_decay``: no decay on gains, biases and embedding tables, and the same ``lr * weight_decay``
-  over the base lr factor on every decayed matrix (independent decay; decay that shrinks with lr
-  fails, as with a plain ``AdamW(model.parameters(), weight_decay=...)``), judged against
-  ``weight_decay=`` (the value tuned at base) when given, else against the value most matrices
-  agree on: a decay that shrinks alike on every matrix is then consistent and passes.
+- ``weight_decay``: no decay on the kinds the derivation does not decay (gains, biases and
+  embedding tables by default), and each decayed tensor's decay over its ``weight_decay`` factor
+  one value (under the independent policy a decay that does not grow where lr shrinks fails, as
+  with a plain ``AdamW(model.parameters(), weight_decay=...)``), judged against ``weight_decay=``
+  (the value tuned at base) when given, else against the value most tensors agree on: a decay
+  that is off alike on every tensor is then consistent and passes;
+- ``eps``: each Adam-trained tensor's epsilon over its factor one value (``eps=``, else inferred).
+- Under Muon, ``lr`` is judged per optimizer: Muon's tensors against ``lr``, AdamW's against
+  ``adam_lr`` (each inferred when not given).
 
 Each row says expected, found, their ratio, the verdict and the one-line fix.
 """
@@ -177,37 +181,59 @@ def _attention_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[Audit
 
 def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], widths: Any,
                 base: float | None) -> list[AuditRow]:
-    from paramcalc.torch import _decay_kind, decay_factors
-
-    factors = decay_factors(d, widths)
+    values = d.evaluate(widths)
     rows, products = [], {}
     for name, p in params.items():
-        group = groups[id(p)]
-        wd = float(group.get("weight_decay", 0.0) or 0.0)
-        if _decay_kind(d, name) != "weight":
+        wd = float(groups[id(p)].get("weight_decay", 0.0) or 0.0)
+        factor = values[name]["weight_decay"]
+        if factor == 0:
             if wd:
-                rows.append(AuditRow(name, "weight_decay", 0.0, wd, False, "no decay on gains, biases "
-                                     "and embeddings: paramcalc.torch.param_groups"))
+                fix = f"no decay on it (the derivation decays: {', '.join(d.decay)}): " \
+                      "paramcalc.torch.param_groups"
+                rows.append(AuditRow(name, "weight_decay", 0.0, wd, False, fix))
             continue
         if wd:
-            products[name] = wd / factors[name]  # the decay it would have at base (independent)
+            products[name] = wd / factor  # the decay it would have at base
     if products:
-        common = base if base is not None else \
-            Counter(float(f"{v:.6g}") for v in products.values()).most_common(1)[0][0]
+        common = base if base is not None else _most_common(products.values())
         for name, base_wd in products.items():
-            want = common * factors[name]
-            found = base_wd * factors[name]
+            want = common * values[name]["weight_decay"]
+            found = base_wd * values[name]["weight_decay"]
             rows.append(AuditRow(name, "weight_decay", want, found, _close(found, want, 1e-6),
-                                 f"weight_decay {want:.6g} keeps lr * weight_decay at its base value: "
+                                 f"weight_decay {want:.6g} ({d.weight_decay} decay): "
                                  "paramcalc.torch.param_groups(..., weight_decay=...)"))
     return rows
 
 
+def _eps_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], widths: Any,
+              base: float | None) -> list[AuditRow]:
+    """Adam's epsilon: each group's ``eps`` over the tensor's factor must be one value."""
+    values = d.evaluate(widths)
+    found = {n: float(groups[id(p)]["eps"]) for n, p in params.items()
+             if d.law(n).has_eps and "eps" in groups[id(p)]}
+    if not found:
+        return []
+    common = base if base is not None else _most_common(found[n] / values[n]["eps"] for n in found)
+    rows = []
+    for n, eps in found.items():
+        want = common * values[n]["eps"]
+        rows.append(AuditRow(n, "eps", want, eps, _close(eps, want, 1e-6),
+                             f"eps {want:.6g}: paramcalc.torch.param_groups(..., eps=...)"))
+    return rows
+
+
+def _most_common(values: Any) -> float:
+    counts = Counter(float(f"{v:.6g}") for v in values)
+    return counts.most_common(1)[0][0] if counts else 0.0
+
+
 def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int] | None = None, *,
-          lr: float | None = None, weight_decay: float | None = None) -> AuditReport:
+          lr: float | None = None, weight_decay: float | None = None, eps: float | None = None,
+          adam_lr: float | None = None) -> AuditReport:
     """Compare ``model`` and ``optimizer`` with ``derivation`` at ``widths`` (the integers the model
-    is built with); ``lr``: the global learning rate, else inferred; ``weight_decay``: the one tuned
-    at the base widths, else the value most decayed matrices agree on (then a decay that shrinks
+    is built with); ``lr``: the global learning rate, else inferred (``adam_lr``: under Muon, AdamW's);
+    ``weight_decay`` and ``eps``: the ones tuned at the base widths, else the value most tensors agree
+    on (then a decay that shrinks
     alike on every matrix, as with one lr factor for all, cannot be seen). See the module docstring."""
     from paramcalc.errors import UsageError
 
@@ -223,13 +249,23 @@ def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int]
     untrained = [n for n, p in params.items() if id(p) not in groups]
     found = {n: float(groups[id(p)]["lr"]) for n, p in params.items() if id(p) in groups}
     values = d.evaluate(widths)
-    lr_rows, global_lr, inferred = _lr_rows({n: values[n] for n in found}, found, lr)
-    rows = _std_rows(d, params, widths) + lr_rows + _multiplier_rows(model, d, widths)
-    rows += _attention_rows(model, d, widths)
-    rows += _decay_rows(d, {n: params[n] for n in found}, groups, widths, weight_decay)
+    rows, notes = _std_rows(d, params, widths), []
+    global_lr, inferred = 0.0, lr is None
+    for law in d.laws:  # one global lr per optimizer (under Muon: Muon's and AdamW's)
+        mine = {n: f for n, f in found.items() if d[n].optimizer == law}
+        given = lr if law == d.optimizer.name else adam_lr
+        lr_rows, law_lr, _ = _lr_rows({n: values[n] for n in mine}, mine, given)
+        rows += lr_rows
+        if law == d.optimizer.name:
+            global_lr = law_lr
+        elif mine:
+            notes.append(f"{law} lr {law_lr:.6g} ({'given' if given is not None else 'inferred'})")
+    rows += _multiplier_rows(model, d, widths) + _attention_rows(model, d, widths)
+    trained = {n: params[n] for n in found}
+    rows += _decay_rows(d, trained, groups, widths, weight_decay) + _eps_rows(d, trained, groups, widths, eps)
     rows += [AuditRow(n, "lr", values[n]["lr"], 0.0, False, "the optimizer does not train it: "
                       "build it from paramcalc.torch.param_groups(model, d, lr, widths)") for n in untrained]
-    return AuditReport(rows, _per_tensor(d, rows), global_lr, inferred)
+    return AuditReport(rows, _per_tensor(d, rows), global_lr, inferred, notes)
 
 
 def _per_tensor(d: Any, checks: list[AuditRow]) -> list[TensorAudit]:

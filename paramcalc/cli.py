@@ -81,6 +81,28 @@ ModelOpt = Annotated[
 
 ParamOpt = Annotated[Param, typer.Option("--param", "-p", help="Parametrization.")]
 OptimizerOpt = Annotated[Opt, typer.Option("--optimizer", help="Optimizer.")]
+MuonAdjustOpt = Annotated[
+    str | None,
+    typer.Option("--muon-adjust", help="With --optimizer muon: torch.optim.Muon's adjust_lr_fn, original "
+                                       "(default) or match_rms_adamw; the lr factors follow it."),
+]
+DecayPolicyOpt = Annotated[
+    str,
+    typer.Option("--decay-policy", help="Weight decay: independent (lr * weight_decay kept at its base "
+                                        "value, mup's MuAdamW) or coupled (torch's plain weight_decay)."),
+]
+DecayOpt = Annotated[
+    str,
+    typer.Option("--decay", help="Tensor kinds that are decayed, among weight, embedding, gain, bias."),
+]
+
+
+def derive_options(muon_adjust: str | None, decay_policy: str, decay: str) -> dict[str, Any]:
+    """The keyword arguments of :func:`paramcalc.derive` the options above give."""
+    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy,
+            "decay": tuple(k.strip() for k in decay.split(",") if k.strip())}
+
+
 OutputOpt = Annotated[
     Path | None,
     typer.Option("-o", "--output", help="Write to FILE (atomically) instead of stdout."),
@@ -178,8 +200,12 @@ def derive(
     model: ModelOpt = None,
     base: BaseOpt = None,
     scale: ScaleOpt = None,
+    muon_adjust: MuonAdjustOpt = None,
+    decay_policy: DecayPolicyOpt = "independent",
+    decay: DecayOpt = "weight",
 ) -> None:
-    """Derive init std, learning-rate factor and multiplier of every parameter tensor."""
+    """Derive init std, learning-rate factor, multiplier, and epsilon and weight-decay factors of every
+    parameter tensor."""
     from paramcalc.cli_model import spec_or_model
 
     at = parse_width_assignments(widths)
@@ -187,7 +213,8 @@ def derive(
     from paramcalc.engine import derive as run_derive
 
     try:
-        derivation = run_derive(loaded, param.value, optimizer.value, form=form)
+        derivation = run_derive(loaded, param.value, optimizer.value, form=form,
+                                **derive_options(muon_adjust, decay_policy, decay))
     except ValueError as exc:
         if isinstance(exc, UserError):
             raise
@@ -219,7 +246,7 @@ def table(
         ),
     ] = None,
     optimizer: Annotated[
-        Opt | None, typer.Option("--optimizer", help="Only this optimizer (default: SGD and Adam).")
+        Opt | None, typer.Option("--optimizer", help="Only this optimizer (default: every one).")
     ] = None,
     param: Annotated[
         Param | None,

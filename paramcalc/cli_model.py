@@ -11,8 +11,11 @@ import typer
 
 from paramcalc.cli import (
     BaseOpt,
+    DecayOpt,
+    DecayPolicyOpt,
     FormOpt,
     ModelArg,
+    MuonAdjustOpt,
     Opt,
     OptimizerOpt,
     OutputOpt,
@@ -22,11 +25,12 @@ from paramcalc.cli import (
     SpecOrModelArg,
     _load,
     app,
+    derive_options,
     parse_width_assignments,
     user_errors,
     write_output,
 )
-from paramcalc.errors import FactoryError, Problem, UsageError
+from paramcalc.errors import FactoryError, Problem, UsageError, UserError
 
 
 def inference_widths(model: str, widths: str | None, scale: str | None) -> dict[str, Any]:
@@ -113,6 +117,13 @@ def audit(
     scale: ScaleOpt = None,
     form: FormOpt = None,
     show_all: Annotated[bool, typer.Option("--all", help="Show every check, not only failing ones.")] = False,
+    muon_adjust: MuonAdjustOpt = None,
+    decay_policy: DecayPolicyOpt = "independent",
+    decay: DecayOpt = "weight",
+    adam_lr: Annotated[float | None, typer.Option(
+        "--adam-lr", help="Under Muon: your AdamW learning rate [default: the one most agree on].")] = None,
+    eps: Annotated[float | None, typer.Option(
+        "--eps", help="Adam's epsilon tuned at the base widths [default: the one most agree on].")] = None,
 ) -> None:
     """Check your model and optimizer against a parametrization, tensor by tensor.
 
@@ -127,7 +138,13 @@ def audit(
     from paramcalc.factory import call_factory, load_factory
 
     loaded = spec_or_model(spec, model, base, scale)
-    d = run_derive(loaded, param.value, optimizer.value, form=form)
+    try:
+        d = run_derive(loaded, param.value, optimizer.value, form=form,
+                       **derive_options(muon_adjust, decay_policy, decay))
+    except ValueError as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise UsageError(str(exc), source="command line") from None
     at = d.resolve_widths(parse_width_assignments(widths))
     built = call_factory(load_factory(model), at, model)
     make = load_factory(optim, "--optim")
@@ -136,6 +153,6 @@ def audit(
     except Exception as exc:  # noqa: BLE001 - user code
         raise FactoryError([Problem("--optim", f"{optim}(model, {dict(at)}) raised {type(exc).__name__}: "
                                                f"{exc}")], source="command line") from None
-    report = run_audit(built, opt, d, at, lr=lr, weight_decay=weight_decay)
+    report = run_audit(built, opt, d, at, lr=lr, weight_decay=weight_decay, eps=eps, adam_lr=adam_lr)
     typer.echo(report.text("all" if show_all else "failing"), nl=False)
     raise typer.Exit(0 if report.ok else 1)

@@ -10,7 +10,10 @@ import typer
 
 from paramcalc.cli import (
     BaseOpt,
+    DecayOpt,
+    DecayPolicyOpt,
     FormOpt,
+    MuonAdjustOpt,
     Opt,
     OptimizerOpt,
     Param,
@@ -139,6 +142,21 @@ def verify(
         typer.Option("--rows", help="Table rows: all, only failing, or auto (all up to 80 rows, else "
                      "the failing ones; --json always has everything)."),
     ] = Rows.auto,
+    muon_adjust: MuonAdjustOpt = None,
+    decay_policy: DecayPolicyOpt = "independent",
+    decay: DecayOpt = "weight",
+    weight_decay: Annotated[
+        float,
+        typer.Option("--weight-decay", help="Train with this weight decay (tuned at the base widths, times "
+                                            "each tensor's factor); with --decay-check, the one whose effect "
+                                            "is measured [default: 0, none; 0.1 with --decay-check]."),
+    ] = 0.0,
+    train_adjust: Annotated[
+        str | None,
+        typer.Option("--train-adjust", help="Train Muon with this adjust_lr_fn instead of the derived one: "
+                                            "what a mismatch does (e.g. factors for original, trained "
+                                            "with match_rms_adamw)."),
+    ] = None,
 ) -> None:
     """Train across widths; check Desideratum 1 and Condition 1, and the calculus' predictions.
 
@@ -155,7 +173,9 @@ def verify(
         param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)), steps=steps,
         seeds=seeds, batch=batch, data=data, loss=None if loss is None else loss.value, lr=lr,
         device=device.value, model=model, seq=seq, center=center,
-        dtype=None if dtype is None else dtype.value,
+        dtype=None if dtype is None else dtype.value, muon_adjust=muon_adjust,
+        weight_decay_policy=decay_policy, decay=tuple(k.strip() for k in decay.split(",") if k.strip()),
+        weight_decay=weight_decay, train_adjust=train_adjust,
     )
     from paramcalc.cli_model import spec_or_model
 

@@ -29,6 +29,9 @@ PARAMETRIZATIONS: dict[str, str] = {
 OPTIMIZERS: dict[str, str] = {
     "sgd": "paramcalc.engine.optimizers.sgd",
     "adam": "paramcalc.engine.optimizers.adam",
+    "adamw": "paramcalc.engine.optimizers.adamw",
+    "lion": "paramcalc.engine.optimizers.lion",
+    "muon": "paramcalc.engine.optimizers.muon",
 }
 
 #: Emit target -> (module, function). ``--emit`` also offers ``table``, the terminal table.

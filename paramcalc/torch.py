@@ -12,23 +12,23 @@ attention layer's module: its ``scaling`` attribute (Hugging Face attention clas
 ``q . k`` by it) or ``scale`` (paramcalc's own :class:`~paramcalc.modules.Attention`).
 
 Weight decay: torch applies a group's ``weight_decay`` to every tensor in it, gains and biases
-included. :func:`param_groups` gives decay only to weight matrices that are not embedding
-tables (unless ``decay`` says otherwise), keeps the others in groups with ``weight_decay=0``, and
-by default keeps each tensor's ``lr * weight_decay`` at its value at the base widths
-("independent" decay, as mup's MuAdamW multiplies weight decay by the width multiplier it divides
-the learning rate by; Wortsman et al. 2023).
+included. :func:`param_groups` gives each tensor ``weight_decay`` times its derived factor: 0 on
+the kinds the derivation does not decay (gains, biases and embedding tables by default) and, under
+the default "independent" policy, a factor that keeps ``lr * weight_decay`` at its value at the
+base widths (mup's MuAdamW multiplies weight decay by the width multiplier it divides the learning
+rate by; Wortsman et al. 2023). The factors are derived in :mod:`paramcalc.engine.factors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from paramcalc.errors import UsageError
 
-__all__ = ["apply", "attention_modules", "decay_factors", "emitted", "install_attention_scales",
+__all__ = ["apply", "attention_modules", "emitted", "install_attention_scales", "make_optimizers",
            "param_groups", "set_attention_scales"]
 
 _CACHE: list[tuple[Any, dict[str, Any]]] = []  # (derivation, namespace): the last few, held
@@ -48,9 +48,9 @@ def emitted(d: Any) -> dict[str, Any]:
     return namespace
 
 
-def _call(d: Any, fn: str, *args: Any) -> Any:
+def _call(d: Any, fn: str, *args: Any, **kwargs: Any) -> Any:
     try:
-        return emitted(d)[fn](*args)
+        return emitted(d)[fn](*args, **kwargs)
     except ValueError as exc:  # the emitted code says what does not match the spec
         raise UsageError(str(exc), source=d.spec.source) from None
 
@@ -111,51 +111,28 @@ def apply(
 
 def param_groups(
     model: nn.Module, d: Any, lr: float, widths: Mapping[str, int] | None = None, *,
-    weight_decay: float = 0.0, decay: Collection[str] = ("weight",),
-    weight_decay_policy: str = "independent",
+    weight_decay: float = 0.0, eps: float = 1e-8, adam_lr: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Parameter groups for any torch optimizer: each tensor trains with ``lr`` times its factor.
-
-    ``weight_decay`` (the value tuned at the base widths) goes to the tensors whose kind is in
-    ``decay``: ``weight`` (weight matrices and convolutions, not embedding tables), ``embedding``,
-    ``gain`` (norm gains), ``bias`` (biases and raw parameters); the others get 0. With
-    ``weight_decay_policy="independent"`` (the default; mup's MuAdamW, CompleteP) each tensor's
-    ``lr * weight_decay`` is what it is at the base widths: its decay is ``weight_decay`` times its
-    lr factor at base over its lr factor here. ``"coupled"`` gives every decayed tensor
-    ``weight_decay`` as it is (torch's plain AdamW), so ``lr * weight_decay`` shrinks where lr does.
-    Tensors sharing a factor and a decay share a group; each group records its ``lr_factor`` and
-    tensor ``names``. Raises :class:`~paramcalc.UsageError` when a tensor is missing or misshapen,
-    or a needed forward multiplier was not installed (call :func:`apply` first).
+    """Parameter groups for any torch optimizer: each tensor trains with ``lr`` times its factor,
+    decays with ``weight_decay`` times its factor and (under Adam and AdamW) uses ``eps`` times its
+    factor; ``weight_decay`` and ``eps`` are the values tuned at the base widths. Which tensors decay
+    and how (the policy) is the derivation's: ``paramcalc.derive(..., weight_decay="independent" |
+    "coupled", decay=("weight",))``. Every group sets its own ``weight_decay``, overriding the
+    optimizer's default. Under Muon the tensors AdamW trains take ``adam_lr`` (default ``lr``).
+    Raises :class:`~paramcalc.UsageError` when a tensor is missing or misshapen, or a needed forward
+    multiplier was not installed (call :func:`apply` first).
     """
-    unknown = set(decay) - {"weight", "embedding", "gain", "bias"}
-    if unknown or weight_decay_policy not in ("independent", "coupled"):
-        raise UsageError(f"decay must name tensor kinds among weight, embedding, gain, bias (got "
-                         f"{sorted(decay)}) and weight_decay_policy be independent or coupled (got "
-                         f"{weight_decay_policy!r})", source="param_groups")
-    factors = decay_factors(d, widths) if weight_decay_policy == "independent" else None
-    out: dict[tuple[float, float], dict[str, Any]] = {}
-    for group in _call(d, "param_groups", model, lr, widths):
-        for param, name in zip(group["params"], group["names"]):
-            wd = 0.0
-            if _decay_kind(d, name) in decay:
-                wd = weight_decay * (factors[name] if factors else 1.0)
-            g = out.setdefault((group["lr_factor"], wd), {**group, "params": [], "names": [],
-                                                          "weight_decay": wd})
-            g["params"].append(param)
-            g["names"].append(name)
-    return list(out.values())
+    return _call(d, "param_groups", model, lr, widths, weight_decay=weight_decay, eps=eps, adam_lr=adam_lr)
 
 
-def decay_factors(d: Any, widths: Mapping[str, int] | None = None) -> dict[str, float]:
-    """Per tensor, the factor on weight decay that keeps ``lr * weight_decay`` at its base value
-    (the independent policy): lr factor at the spec's base widths over lr factor at ``widths``.
-    Both numbers are the derivation's (:meth:`Derivation.evaluate`)."""
-    base, here = d.evaluate(), d.evaluate(widths)
-    return {name: (base[name]["lr"] / here[name]["lr"] if here[name]["lr"] else 1.0) for name in here}
-
-
-def _decay_kind(d: Any, name: str) -> str:
-    tensor = d[name].tensor
-    if tensor.kind != "weight":
-        return tensor.kind
-    return "embedding" if d.spec.layer(tensor.layer).definition.reads_ids else "weight"
+def make_optimizers(
+    model: nn.Module, d: Any, lr: float, adam_lr: float | None = None,
+    widths: Mapping[str, int] | None = None, *, weight_decay: float = 0.0, eps: float = 1e-8,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Any:
+    """The torch optimizers of ``d`` over :func:`param_groups`: one for a single optimizer; under
+    Muon, ``torch.optim.Muon`` for the hidden matrices and ``AdamW`` (at ``adam_lr``, default ``lr``)
+    for the rest. The result is a tuple of them with ``step()`` and ``zero_grad()`` acting on all.
+    ``options``: more constructor arguments per optimizer name (``{"muon": {"momentum": 0.9}}``)."""
+    return _call(d, "make_optimizers", model, lr, adam_lr, widths, weight_decay=weight_decay, eps=eps,
+                 options=options)

@@ -9,12 +9,13 @@ emitted code has the same ``widths_at``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
 from paramcalc.errors import Problem, SpecError
 
-__all__ = ["proportional", "widths_at"]
+__all__ = ["fixed_width_message", "proportional", "resolve_widths", "widths_at"]
 
 
 def proportional(spec: Any, lead: str, value: int) -> tuple[dict[str, int], list[Problem]]:
@@ -48,7 +49,6 @@ def widths_at(spec: Any, **given: int) -> dict[str, int]:
     >>> widths_at(spec, d=256)
     {'d': 256, 'h': 8, 'v': 10}
     """
-    from paramcalc.engine.derivation import resolve_widths
     from paramcalc.spec import Spec, load_spec
 
     spec = getattr(spec, "spec", spec)
@@ -63,3 +63,30 @@ def widths_at(spec: Any, **given: int) -> dict[str, int]:
     if problems:
         raise SpecError(problems, source=spec.source)
     return {**at, **{k: v for k, v in resolved.items() if k in given}}
+
+
+def resolve_widths(spec: Any, widths: Mapping[str, int] | None) -> dict[str, int]:
+    """``widths`` completed with the spec's values. A fixed width (or repeat count) may be passed
+    only with its own value: another would silently change roles (a fixed ``n_kv_heads`` makes
+    ``k_proj`` a readout) or leave blocks the spec does not list untouched."""
+    values = {w.name: w.value for w in spec.widths.values()}
+    problems = []
+    for key, value in (widths or {}).items():
+        if key not in values:
+            known = ", ".join(values) or "none"
+            problems.append(Problem(f"widths.{key}", f"unknown width symbol (declared: {known})"))
+        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.append(Problem(f"widths.{key}", f"expected a positive integer, got {value!r}"))
+        elif not spec.widths[key].scaling and value != values[key]:
+            problems.append(Problem(f"widths.{key}", fixed_width_message(spec, key, value)))
+        else:
+            values[key] = value
+    if problems:
+        raise SpecError(problems, source=spec.source)
+    return values
+
+
+def fixed_width_message(spec: Any, name: str, value: int) -> str:
+    fixed = spec.widths[name].value
+    return (f"width {name!r} is fixed at {fixed} in spec {spec.name!r}, got {value}; to let it change, "
+            f"declare it scaling: `{name}: {{base: {fixed}}}`")

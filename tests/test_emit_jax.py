@@ -1,7 +1,8 @@
 """`--emit jax`: run the emitted module with jax and optax and check what it does.
 
 `init_params` shapes (flax layout) and stds, and the first optax update on all-ones gradients,
-which must be `-lr * factor` for every tensor under SGD and Adam, against the engine's numbers.
+which must be `-lr * factor` for every tensor under SGD, Adam, AdamW and Lion (entrywise laws) and
+have spectral norm `lr * factor * s(A, B)` on the matrices Muon trains, against the engine's numbers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+import sympy
 import yaml
 
 jax = pytest.importorskip("jax")
@@ -18,6 +20,7 @@ optax = pytest.importorskip("optax")
 
 import paramcalc  # noqa: E402
 from paramcalc.emit import emit  # noqa: E402
+from paramcalc.engine.optimizers.base import norm_for  # noqa: E402
 from tests.conftest import EXAMPLES, small_gpt_example  # noqa: E402
 from tests.test_emit_torch import (  # noqa: E402
     GPT_WIDTHS,
@@ -74,9 +77,17 @@ def check_first_update(module: types.ModuleType, d: paramcalc.Derivation, params
     grads = jax.tree.map(lambda p: p * 0 + 1, params)
     updates, _ = jax.jit(optimizer.update)(grads, state, params)
     expected = d.evaluate(widths)
+    at = symbol_values(d.spec, widths)
     for name in d:
         layer, leaf = module.LEAVES[name]
         step = np.asarray(updates[layer][leaf])
+        if d[name].optimizer == "muon":
+            # Orthogonalised: ||step||_* = lr * factor * Muon's shape factor (Newton-Schulz's five
+            # quintic steps leave the singular value of a rank-one matrix within about 30% of 1).
+            t = d[name].tensor
+            law = norm_for(d.law(name), lr * expected[name]["lr"], 1, t.d_in, t.fan_out, t.matrix_shape)
+            assert np.linalg.norm(step, 2) == pytest.approx(float(sympy.sympify(law).xreplace(at)), rel=0.35)
+            continue
         target = -lr * expected[name]["lr"]
         assert step.min() == pytest.approx(target, rel=1e-5), name
         assert step.max() == pytest.approx(target, rel=1e-5), name

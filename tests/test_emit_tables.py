@@ -90,7 +90,8 @@ def latex_tabulars(tex: str) -> list[list[str]]:
 
 def test_latex_is_well_formed_with_the_papers_symbols():
     tex = render_table(EXAMPLES / "gpt.yaml", "latex", widths={"d_model": 4096})
-    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 4  # SGD, Adam x 2
+    # per optimizer: the parameter table and the attention-logit scales
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 2 * len(registry.OPTIMIZERS)
     for spec_line, rows in zip(re.findall(r"\\begin\{tabular\}\{([^}]*)\}", tex),
                                latex_tabulars(tex), strict=True):
         n_columns = len(spec_line.replace("|", ""))
@@ -174,7 +175,9 @@ def test_latex_and_markdown_escape_user_text():
 def test_one_parametrization_and_bad_input():
     result = run("table", MLP, "--param", "mup", "--optimizer", "adam", "--format", "latex")
     assert result.exit_code == 0
-    assert r"\multicolumn{2}{|c}{$\mu$P}" in result.stdout and "NTP" not in result.stdout
+    # sigma, eta and Adam's epsilon factor (muP's multipliers are all 1 in its default form)
+    assert r"\multicolumn{3}{|c}{$\mu$P}" in result.stdout and "NTP" not in result.stdout
+    assert r"$\epsilon_\ell$" in result.stdout
     bad = run("table", MLP, "--widths", "dd=3")
     assert bad.exit_code == 2 and "widths.dd: unknown width symbol" in bad.stderr
     bad = run("table", MLP, "--format", "pdf")

@@ -145,7 +145,8 @@ def test_audit_catches_weight_decay_that_shrinks_with_lr():
     d = paramcalc.derive(spec_of("llama"), "mup", "adam")
     widths = at_4x(d)
     model = built("llama", d, widths)
-    coupled = param_groups(model, d, 1e-3, widths, weight_decay=0.1, weight_decay_policy="coupled")
+    plain = paramcalc.derive(spec_of("llama"), "mup", "adam", weight_decay="coupled")
+    coupled = param_groups(model, plain, 1e-3, widths, weight_decay=0.1)
     rows = audit_rows(model, torch.optim.AdamW(coupled), d, widths, "weight_decay", weight_decay=0.1)
     hidden = {n for n in d if d[n].role == "hidden" and d[n].tensor.kind == "weight"}
     assert hidden and set(rows) >= hidden and all(rows[n].ratio == pytest.approx(0.25) for n in hidden)
@@ -155,7 +156,8 @@ def test_audit_catches_weight_decay_that_shrinks_with_lr():
     d = paramcalc.derive(spec_of("vit"), "mup", "adam")
     widths = at_4x(d)
     model = built("vit", d, widths)
-    coupled = param_groups(model, d, 1e-3, widths, weight_decay=0.1, weight_decay_policy="coupled")
+    plain = paramcalc.derive(spec_of("vit"), "mup", "adam", weight_decay="coupled")
+    coupled = param_groups(model, plain, 1e-3, widths, weight_decay=0.1)
     assert audit_rows(model, torch.optim.AdamW(coupled), d, widths, "weight_decay")
 
 
@@ -183,7 +185,8 @@ def test_param_groups_decay_only_matrices_unless_asked():
     here = d.evaluate(widths)
 
     def decays(**kwargs):
-        return {n: g["weight_decay"] for g in param_groups(model, d, 1e-3, widths, weight_decay=0.1, **kwargs)
+        dd = paramcalc.derive(spec_of("vit"), "mup", "adam", **kwargs) if kwargs else d
+        return {n: g["weight_decay"] for g in param_groups(model, dd, 1e-3, widths, weight_decay=0.1)
                 for n in g["names"]}
 
     wd = decays()
@@ -194,5 +197,5 @@ def test_param_groups_decay_only_matrices_unless_asked():
             assert 1e-3 * here[n]["lr"] * v == pytest.approx(1e-3 * base[n]["lr"] * 0.1, rel=1e-12), n
     with_gains = decays(decay=("weight", "gain"))
     assert {n for n, v in with_gains.items() if v} == {n for n, k in kinds.items() if k in ("weight", "gain")}
-    with pytest.raises(paramcalc.UsageError, match="decay must name"):
+    with pytest.raises(ValueError, match="decay"):
         decays(decay=("weights",))

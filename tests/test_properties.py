@@ -55,6 +55,8 @@ def test_spectral_meets_condition_1(spec, opt):
         assert e["init_std"] + max(e_in, e_out) / 2 == target
         if opt == "sgd":  # ||grad||_* ~ sqrt(d_in/fan_out) under Condition 1 (Eq. 20)
             assert e["lr"] + (e_in - e_out) / 2 == target
+        elif p.optimizer == "muon":  # orthogonalised: ||dW||_* = lr sqrt(max(1, fan_out / d_in))
+            assert e["lr"] + max(0, e_out - e_in) / 2 == target
         else:  # sign-like update: ||dW||_* = lr sqrt(fan_out d_in)
             assert e["lr"] + (e_in + e_out) / 2 == target
 

@@ -65,7 +65,7 @@ def _manual(derivation, at, seed, batch, steps, lr):
     """The same run as measure_width, written out directly."""
     torch.manual_seed(seed)
     model = build(derivation, at, factory=None, device=torch.device("cpu"))
-    run = apply_parametrization(derivation, model, at, lr=lr, optimizer=derivation.optimizer.name)
+    run = apply_parametrization(derivation, model, at, lr=lr)
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     features = {}
     hooks = [model.get_submodule(n).register_forward_hook(

@@ -182,7 +182,7 @@ def test_attention_scales_and_tied_multiplier_are_applied():
     at = sweep(d.spec, [64])[0]
     torch.manual_seed(0)  # as measure_width does, so that both hold the same init
     model = build(d, at, factory=None, device=torch.device("cpu"))
-    run = apply_parametrization(d, model, at, lr=1e-3, optimizer="adam")
+    run = apply_parametrization(d, model, at, lr=1e-3)
     assert not run.unscaled
     assert model.get_submodule("blocks.1.attn").scale == pytest.approx(1 / 16)
     mu = d.evaluate_tied(at)["lm_head"]["multiplier"]

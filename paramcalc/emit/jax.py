@@ -85,6 +85,7 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
     return {
         "h": header(d, "jax"),
         "optax_name": optax_name,
+        "optax_sentence": _optax_sentence(d),
         "widths": width_defaults(d, at),
         "tensors": tensors,
         "multipliers": [{"layer": literal(layer), "leaves": ls} for layer, ls in by_layer.items()],
@@ -101,6 +102,14 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
         ],
         "constants": constant_entries(d, at, code),
     }
+
+
+def _optax_sentence(d: Derivation) -> str:
+    laws = list(d.laws.values())
+    if len(laws) == 1:
+        return f"``{laws[0].optax_constructor}``"
+    return (f"``{laws[0].optax_constructor}`` for the tensors {laws[0].title} trains (the hidden matrices) "
+            f"and ``{laws[1].optax_constructor}`` for the others")
 
 
 def emit_jax(d: Derivation, widths: Mapping[str, int] | None = None) -> str:

@@ -93,7 +93,9 @@ def header(d: Derivation, target: str) -> dict[str, Any]:
         "parametrization": literal(d.parametrization),
         "parametrization_comment": comment(d.parametrization),
         "optimizer": literal(d.optimizer.name),
-        "optimizer_comment": comment(d.optimizer.title),
+        "optimizer_comment": comment(d.optimizer.title + _adjust_note(d)),
+        "weight_decay_policy": literal(d.weight_decay),
+        "muon_adjust": literal(d.optimizer.adjust) if hasattr(d.optimizer, "adjust") else "None",
         "form": literal(d.form),
         "form_comment": comment(d.form),
         "version": literal(__version__),
@@ -102,6 +104,11 @@ def header(d: Derivation, target: str) -> dict[str, Any]:
         "scaling": "{" + ", ".join(f"{literal(w.name)}: {w.value}" for w in d.spec.widths.values()
                                    if w.scaling) + "}",
     }
+
+
+def _adjust_note(d: Derivation) -> str:
+    adjust = getattr(d.optimizer, "adjust", None)
+    return f" (adjust_lr_fn={adjust}) with AdamW for the other tensors" if adjust else ""
 
 
 def _command(d: Derivation, target: str) -> str:
@@ -114,6 +121,10 @@ def _command(d: Derivation, target: str) -> str:
     return (
         f"paramcalc derive SPEC --param {d.parametrization} --optimizer {d.optimizer.name}"
         + (f" --form {d.form}" if d.form != forms[0] else "")
+        + (f" --muon-adjust {d.optimizer.adjust}" if getattr(d.optimizer, "adjust", "original") != "original"
+           else "")
+        + (f" --decay-policy {d.weight_decay}" if d.weight_decay != "independent" else "")
+        + (f" --decay {','.join(d.decay)}" if tuple(d.decay) != ("weight",) else "")
         + f" --emit {target}"
     )
 
@@ -155,15 +166,19 @@ def tensor_entry(
     """One tensor's strings for a template: its comment, its row of numbers at ``widths`` and the
     code of each quantity over ``w`` (``shape`` in the target's own layout)."""
     p = d[name]
+    factors = {"eps": p.eps, "weight_decay": p.weight_decay}
+    shown = {k: v for k, v in factors.items() if v != 1 or k == "weight_decay"}
     return {
         "name": literal(name),
         "comment": comment(f"{name}: ")
-        + expression_comment(init_std=p.init_std, lr=p.lr, multiplier=p.multiplier),
+        + expression_comment(init_std=p.init_std, lr=p.lr, multiplier=p.multiplier, **shown)
+        + comment(f"; {p.optimizer}"),
         "table": "{"
         + ", ".join([
             f"'shape': {shape_at(d, shape, widths)!r}",
             f"'init_mean': {number(numbers_at(d, p.init_mean, widths))}",
-            *(f"'{q}': {number(values[q])}" for q in ("init_std", "lr", "multiplier")),
+            *(f"'{q}': {number(values[q])}" for q in ("init_std", "lr", "multiplier", "eps", "weight_decay")),
+            f"'optimizer': {literal(p.optimizer)}",
         ])
         + "}",
         "shape": ", ".join(code(s) for s in shape),
@@ -171,6 +186,9 @@ def tensor_entry(
         "init_std": code(p.init_std),
         "lr": code(p.lr),
         "multiplier": code(p.multiplier),
+        "eps": code(p.eps),
+        "weight_decay": code(p.weight_decay),
+        "optimizer": literal(p.optimizer),
     }
 
 

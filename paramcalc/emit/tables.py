@@ -25,6 +25,7 @@ from typing import Any
 import sympy
 
 from paramcalc.emit.printing import exponent_text
+from paramcalc.emit.table_notes import table_notes
 from paramcalc.emit.templating import render
 from paramcalc.engine import Derivation, derive
 from paramcalc.errors import SpecError, lookup
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 QUANTITIES = ("init_std", "lr", "multiplier")
+#: Every column a derivation's group may have; eps, weight_decay and optimizer only where they say
+#: something (:func:`_columns`).
+COLUMNS = (*QUANTITIES, "eps", "weight_decay", "optimizer")
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
 
@@ -130,26 +134,51 @@ class _Row:
     kind: str  # "param" or "tied"
     role: str
     shape: tuple[sympy.Expr, ...]
-    per: tuple[tuple[sympy.Expr, ...], ...]  # per derivation: init_std, lr, multiplier
+    per: tuple[dict[str, Any], ...]  # per derivation: column -> expression (optimizer: its name)
     tensor: str = ""  # for a tied use: the tensor it uses
+
+
+def _cells(d: Derivation, name: str, tied: Any = None) -> dict[str, Any]:
+    """A tensor's expressions by column; a tied use takes its own init, lr and multiplier and the
+    factors of the tensor it uses (the one the optimizer holds)."""
+    p = d[name]
+    own = tied if tied is not None else p
+    return {"init_std": own.init_std, "lr": own.lr, "multiplier": own.multiplier, "eps": p.eps,
+            "weight_decay": p.weight_decay, "optimizer": p.optimizer}
 
 
 def _rows(derivations: Sequence[Derivation]) -> list[_Row]:
     first = derivations[0]
     rows = []
     for name, p in first.items():
-        rows.append(_Row(
-            name, "param", p.tensor.role, tuple(p.tensor.shape),
-            tuple(tuple(getattr(d[name], q) for q in QUANTITIES) for d in derivations),
-        ))
+        rows.append(_Row(name, "param", p.tensor.role, tuple(p.tensor.shape),
+                         tuple(_cells(d, name) for d in derivations)))
     for layer, ts in first.tied.items():
-        rows.append(_Row(
-            layer, "tied", ts.role, (),
-            tuple((d.tied[layer].init_std, d.tied[layer].lr, d.tied[layer].multiplier)
-                  for d in derivations),
-            tensor=ts.tensor,
-        ))
+        rows.append(_Row(layer, "tied", ts.role, (),
+                         tuple(_cells(d, ts.tensor, d.tied[layer]) for d in derivations), tensor=ts.tensor))
     return rows
+
+
+def _columns(d: Derivation, rows: Sequence[_Row], i: int, single: bool) -> tuple[str, ...]:
+    """The columns of derivation ``i``: init std and lr; the multiplier where one is not 1 (always
+    for one derivation); Adam's epsilon factor where one is not 1; the weight-decay factor under a
+    decoupled decay (AdamW, Lion, Muon); the optimizer where two train the tensors (Muon, AdamW)."""
+    laws = d.laws.values()
+    shown = {
+        "multiplier": single or any(r.per[i]["multiplier"] != 1 for r in rows),
+        "eps": any(r.per[i]["eps"] != 1 for r in rows),
+        "weight_decay": any(law.decoupled_decay for law in laws),
+        "optimizer": len(d.laws) > 1,
+    }
+    return tuple(c for c in COLUMNS if shown.get(c, True))
+
+
+def _values(d: Derivation, widths: Mapping[str, int]) -> dict[str, dict[str, float]]:
+    """Numbers by row name at ``widths``; a tied use's factors are its tensor's."""
+    values = d.evaluate(widths)
+    for layer, tied in d.evaluate_tied(widths).items():
+        values[layer] = {**values[d.tied[layer].tensor], **tied}
+    return values
 
 
 def collapse_blocks(
@@ -185,19 +214,11 @@ def _grid(
 ) -> Grid:
     """The parameter table: per tensor (and tied use) a row, per derivation a group of columns."""
     rows = _rows(derivations)
-    values = (
-        [(d.evaluate(widths), d.evaluate_tied(widths)) for d in derivations]
-        if widths is not None else None
-    )
-    # A multiplier column only where some multiplier is not 1 (always for one derivation).
-    show_mult = [
-        single or any(r.per[i][2] != 1 for r in rows) for i in range(len(derivations))
-    ]
+    values = [_values(d, widths) for d in derivations] if widths is not None else None
+    columns = [_columns(d, rows, i, single) for i, d in enumerate(derivations)]
     groups = []
     for i, d in enumerate(derivations):
-        cols = [fmt.headers["init_std"], fmt.headers["lr"]]
-        if show_mult[i]:
-            cols.append(fmt.headers["multiplier"])
+        cols = [fmt.headers[c] for c in columns[i]]
         if single:
             cols.append(fmt.headers["exponents"])
         groups.append(("" if single else _title(fmt, d.parametrization), tuple(cols)))
@@ -208,11 +229,13 @@ def _grid(
         if single:
             cells.append(fmt.shape(r.shape) if r.shape else "")
         for i, d in enumerate(derivations):
-            for k, q in enumerate(QUANTITIES[: 3 if show_mult[i] else 2]):
-                value = None
-                if values is not None:
-                    value = values[i][0 if r.kind == "param" else 1][r.name][q]
-                cells.append(fmt.cell(r.per[i][k], _shown(r.per[i][k], value)))
+            for q in columns[i]:
+                expr = r.per[i][q]
+                if q == "optimizer":
+                    cells.append(fmt.text(expr))
+                    continue
+                value = values[i][r.name][q] if values is not None else None
+                cells.append(fmt.cell(expr, _shown(expr, value)))
             if single:
                 cells.append(fmt.exponents([_exponent(d, r, k) for k in range(3)]))
         if r.kind == "param":
@@ -271,31 +294,6 @@ def _constants_grid(
 # Documents ------------------------------------------------------------------------------------
 
 
-def _notes(
-    fmt: TableFormat, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Grid], spec: Spec
-) -> list[str]:
-    h = fmt.headers
-    gains = any(t.init == "ones" for t in spec.tensors)
-    notes = [
-        h["init_std"] + fmt.text(": init std, W \u223c N(0, \u03c3\u00b2) at init. ")
-        + h["lr"] + fmt.text(": learning-rate factor, the step size is \u03b7 times the global "
-                             "learning rate tuned at the base widths. ")
-        + h["multiplier"] + fmt.text(": the layer computes with multiplier \u00b7 W"
-                                     + ("." if single else "; 1 where its column is left out."))
-    ]
-    if gains:  # W ~ N(0, 0) would read as zero gains
-        notes.append(h["init_std"] + fmt.text(" = 0 marks a constant init: biases start at 0, norm gains "
-                                              "at 1 (multiplier \u00b7 W = 1 where a multiplier acts)."))
-    if single:
-        notes.append(h["exponents"] + fmt.text(": Theta-exponents in width of \u03c3, \u03b7, multiplier."))
-    if any(g.collapsed for g in grids):
-        notes.append(fmt.text("A * in a name stands for every block index of a repeated block."))
-    if widths is not None:
-        notes.append(fmt.text("Values at ") + ", ".join(
-            f"{fmt.name_cell(k)} = {v}" for k, v in widths.items()) + fmt.text("."))
-    return notes
-
-
 def derivation_document(
     d: Derivation, fmt: TableFormat | str, widths: Mapping[str, int] | None = None
 ) -> Document:
@@ -310,7 +308,7 @@ def derivation_document(
     constants = _constants_grid(fmt, [d], at, fmt.text("Attention-logit scales"))
     if constants is not None:
         grids.append(constants)
-    return Document(title, tuple(_notes(fmt, at, True, grids, d.spec)), (("", tuple(grids)),))
+    return Document(title, tuple(table_notes(fmt, at, True, grids, d.spec)), (("", tuple(grids)),))
 
 
 def table_document(
@@ -347,7 +345,7 @@ def table_document(
             grids.append(constants)
         sections.append((title, tuple(grids)))
     doc_title = fmt.text(f"{loaded.name}: ") + fmt.text(", ").join(_title(fmt, p) for p in params)
-    notes = _notes(fmt, at, False, [g for _, grids in sections for g in grids], loaded)
+    notes = table_notes(fmt, at, False, [g for _, grids in sections for g in grids], loaded)
     return Document(doc_title, tuple(notes), tuple(sections))
 
 

@@ -79,7 +79,7 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
     tensors = [tensor_entry(d, name, p.tensor.shape, values[name], at, code) for name, p in d.items()]
     return {
         "h": header(d, "torch"),
-        "torch_optimizer": d.optimizer.torch_class,
+        **optimizer_context(d),
         "widths": width_defaults(d, at),
         "tensors": tensors,
         "tied": [{"layer": literal(layer), "tensor": literal(ts.tensor)} for layer, ts in d.tied.items()],
@@ -93,6 +93,40 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
         ],
         "constants": constant_entries(d, at, code),
     }
+
+
+def optimizer_context(d: Derivation) -> dict[str, str]:
+    """The optimizers the emitted code builds: torch class per optimizer name, which carry eps,
+    the sentence saying what trains what, and the source of :class:`paramcalc.optim.Lion` if used."""
+    laws = list(d.laws.values())
+    titles = [law.title for law in laws if law.has_eps]
+    if len(laws) == 1:
+        sentence = f"torch.optim.{laws[0].torch_class}" if laws[0].name != "lion" else "Lion (defined below)"
+    else:
+        sentence = (f"torch.optim.{laws[0].torch_class} for the tensors it trains (the hidden matrices) and "
+                    + " and ".join(f"torch.optim.{law.torch_class}" for law in laws[1:]) + " for the others")
+    uses_lion = "lion" in d.laws
+    return {
+        "torch_optimizers": "{" + ", ".join(f"{literal(law.name)}: {literal(law.torch_class)}"
+                                            for law in laws) + "}",
+        "eps_optimizers": "{" + ", ".join(literal(law.name) for law in laws if law.has_eps) + "}"
+        if titles else "set()",
+        "eps_titles": " and ".join(titles) or "an optimizer with an epsilon (none here)",
+        "optimizers_sentence": sentence,
+        "lion_lookup": "Lion if name == 'lion' else " if uses_lion else "",
+        "lion_source": _lion_source() if uses_lion else "",
+    }
+
+
+def _lion_source() -> str:
+    """The source of :class:`paramcalc.optim.Lion`, read from its file (torch need not be importable)."""
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "optim.py"
+    source = path.read_text(encoding="utf-8")
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Lion")
+    return ast.get_source_segment(source, node, padded=True) or ""
 
 
 def emit_torch(d: Derivation, widths: Mapping[str, int] | None = None) -> str:

@@ -8,23 +8,26 @@ from one pass of :func:`paramcalc.symbolic.numeric` over the distinct expression
 
 from __future__ import annotations
 
-from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, Collection, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sympy
 
 from paramcalc import conditions
+from paramcalc.engine import factors
 from paramcalc.engine.optimizers import Optimizer, get_optimizer
 from paramcalc.engine.rules import Rule, TensorShape, get_rule
 from paramcalc.engine.ties import TiedScale, tie
-from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Spec, Tensor, TiedUse, load_spec
 from paramcalc.symbolic import numeric, theta_exponent
+from paramcalc.widths import fixed_width_message, resolve_widths  # noqa: F401  (re-exported)
 
-__all__ = ["QUANTITIES", "Derivation", "ParamScale", "abc_shift", "derive"]
+__all__ = ["FACTORS", "QUANTITIES", "Derivation", "ParamScale", "abc_shift", "derive"]
 
 QUANTITIES = ("init_std", "lr", "multiplier")
+#: Per-tensor factors on the optimizer's other hyperparameters (:mod:`paramcalc.engine.factors`).
+FACTORS = ("eps", "weight_decay")
 ZERO = sympy.Integer(0)
 ONE = sympy.Integer(1)
 
@@ -35,7 +38,11 @@ class ParamScale:
 
     The effective weight is ``multiplier * W`` with ``W ~ N(init_mean, init_std**2)`` at init and
     step size ``lr * global_lr``. ``init_std`` is 0 for tensors initialised to a constant
-    (zero biases, norm gains at ``init_mean = 1``).
+    (zero biases, norm gains at ``init_mean = 1``). ``optimizer`` names the optimizer that trains
+    the tensor (under Muon, AdamW for every tensor that is not a hidden matrix), whose global
+    learning rate ``lr`` multiplies; ``eps`` and ``weight_decay`` are the factors on its epsilon and
+    on the user's weight decay (1 at the base widths; ``weight_decay`` 0 where the tensor is not
+    decayed), see :mod:`paramcalc.engine.factors`.
     """
 
     name: str
@@ -44,6 +51,9 @@ class ParamScale:
     lr: sympy.Expr
     multiplier: sympy.Expr
     init_mean: sympy.Expr = ZERO
+    eps: sympy.Expr = ONE
+    weight_decay: sympy.Expr = ONE
+    optimizer: str = ""
     scaling: frozenset[sympy.Symbol] = field(default=frozenset(), repr=False)
     _exponents: dict[str, sympy.Rational | None] | None = field(
         default=None, repr=False, compare=False
@@ -54,7 +64,7 @@ class ParamScale:
         return self.tensor.role
 
     def expr(self, quantity: str) -> sympy.Expr:
-        if quantity not in QUANTITIES:
+        if quantity not in QUANTITIES + FACTORS:
             raise KeyError(quantity)
         return getattr(self, quantity)
 
@@ -64,6 +74,10 @@ class ParamScale:
         if self._exponents is not None:
             return dict(self._exponents)
         return _exponents(self.init_std, self.lr, self.multiplier, self.scaling)
+
+    def factor_exponents(self) -> dict[str, sympy.Rational | None]:
+        """Theta-exponents of :data:`FACTORS` (``None`` where identically 0)."""
+        return {q: theta_exponent(getattr(self, q), self.scaling) for q in FACTORS}
 
 
 class Derivation(Mapping[str, ParamScale]):
@@ -78,6 +92,8 @@ class Derivation(Mapping[str, ParamScale]):
         params: Mapping[str, ParamScale],
         constants: Mapping[str, sympy.Expr] | None = None,
         tied: Mapping[str, TiedScale] | None = None,
+        *,
+        policy: tuple[str, tuple[str, ...]] = ("independent", ("weight",)),
     ) -> None:
         self.spec = spec
         self.parametrization = parametrization
@@ -90,6 +106,14 @@ class Derivation(Mapping[str, ParamScale]):
         #: Layers that use another layer's tensor (``tie:``), keyed by the using layer's name:
         #: the forward multiplier of that use and what it trains with. Not parameters themselves.
         self.tied: dict[str, TiedScale] = dict(tied or {})
+        #: The weight-decay policy (``independent`` or ``coupled``) and the tensor kinds decayed.
+        self.weight_decay, self.decay = policy[0], tuple(policy[1])
+        #: Optimizer name -> the law, for every optimizer that trains a tensor here.
+        self.laws: dict[str, Optimizer] = {o.name: o for o in optimizer.trained_with}
+
+    def law(self, name: str) -> Optimizer:
+        """The optimizer (its update-size law) that trains tensor ``name``."""
+        return self.laws.get(self[name].optimizer, self.optimizer)
 
     # Mapping protocol -------------------------------------------------------------------------
     def __getitem__(self, name: str) -> ParamScale:
@@ -128,14 +152,15 @@ class Derivation(Mapping[str, ParamScale]):
         return resolve_widths(self.spec, widths)
 
     def evaluate(self, widths: Mapping[str, int] | None = None) -> dict[str, dict[str, float]]:
-        """Numbers at the given widths: ``{name: {"init_std", "lr", "multiplier": float}}``.
+        """Numbers at the given widths: ``{name: {"init_std", "lr", "multiplier", "eps",
+        "weight_decay": float}}``.
 
         Width symbols left out take the spec's value (the base for scaling widths).
         """
         at = self._numeric_widths(widths)
         memo: dict[sympy.Basic, float] = {}
         return {
-            name: {q: numeric(getattr(p, q), at, memo) for q in QUANTITIES}
+            name: {q: numeric(getattr(p, q), at, memo) for q in QUANTITIES + FACTORS}
             for name, p in self._params.items()
         }
 
@@ -190,7 +215,6 @@ def abc_shift(
     ``multiplier * W``, at init and after every step, is unchanged (exactly for SGD; for Adam up to
     its ``eps``), so both derivations train the same function.
     """
-    p = derivation.optimizer.symmetry_power
     cache: dict[tuple[Any, ...], tuple[sympy.Expr, ...]] = {}
     params: dict[str, ParamScale] = {}
     for name, ps in derivation.items():
@@ -201,12 +225,16 @@ def abc_shift(
             continue
         if not t.is_positive:
             raise ValueError(f"abc-shift factor for {name} must be positive, got {t}")
-        key = (ps.multiplier, ps.init_std, ps.init_mean, ps.lr, t)
+        law = derivation.law(name)
+        p = law.symmetry_power
+        key = (ps.multiplier, ps.init_std, ps.init_mean, ps.lr, ps.eps, ps.weight_decay, t, law.name)
         if key not in cache:
-            cache[key] = conditions.abc_shift(ps.multiplier, ps.init_std, ps.init_mean, ps.lr, t, p)
-        mult, std, mean, lr = cache[key]
+            cache[key] = (*conditions.abc_shift(ps.multiplier, ps.init_std, ps.init_mean, ps.lr, t, p),
+                          *factors.shifted(ps.eps, ps.weight_decay, t, p, law.has_eps))
+        mult, std, mean, lr, eps, wd = cache[key]
         params[name] = replace(
-            ps, multiplier=mult, init_std=std, init_mean=mean, lr=lr, _exponents=None
+            ps, multiplier=mult, init_std=std, init_mean=mean, lr=lr, eps=eps, weight_decay=wd,
+            _exponents=None,
         )
     form = derivation.form if derivation.form.endswith("(shifted)") else f"{derivation.form} (shifted)"
     tied = {}
@@ -216,7 +244,7 @@ def abc_shift(
         tied[layer] = replace(ts, multiplier=ts.multiplier * sympy.sympify(t))
     return Derivation(
         derivation.spec, derivation.parametrization, derivation.optimizer, form, params,
-        derivation.constants, tied,
+        derivation.constants, tied, policy=(derivation.weight_decay, derivation.decay),
     )
 
 
@@ -230,35 +258,9 @@ def _exponents(
     }
 
 
-def resolve_widths(spec: Spec, widths: Mapping[str, int] | None) -> dict[str, int]:
-    """``widths`` completed with the spec's values. A fixed width (or repeat count) may be passed
-    only with its own value: another would silently change roles (a fixed ``n_kv_heads`` makes
-    ``k_proj`` a readout) or leave blocks the spec does not list untouched."""
-    values = {w.name: w.value for w in spec.widths.values()}
-    problems = []
-    for key, value in (widths or {}).items():
-        if key not in values:
-            known = ", ".join(values) or "none"
-            problems.append(Problem(f"widths.{key}", f"unknown width symbol (declared: {known})"))
-        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            problems.append(Problem(f"widths.{key}", f"expected a positive integer, got {value!r}"))
-        elif not spec.widths[key].scaling and value != values[key]:
-            problems.append(Problem(f"widths.{key}", fixed_width_message(spec, key, value)))
-        else:
-            values[key] = value
-    if problems:
-        raise SpecError(problems, source=spec.source)
-    return values
-
-
-def fixed_width_message(spec: Spec, name: str, value: int) -> str:
-    fixed = spec.widths[name].value
-    return (f"width {name!r} is fixed at {fixed} in spec {spec.name!r}, got {value}; to let it change, "
-            f"declare it scaling: `{name}: {{base: {fixed}}}`")
-
-
 def _shape(t: Tensor | TiedUse, base: Mapping[sympy.Symbol, sympy.Integer]) -> TensorShape:
     d_in = t.d_in
+    stored = getattr(t, "matrix_shape", None)
     return TensorShape(
         d_in=d_in,
         fan_out=t.fan_out,
@@ -266,6 +268,8 @@ def _shape(t: Tensor | TiedUse, base: Mapping[sympy.Symbol, sympy.Integer]) -> T
         fan_out_base=t.fan_out.xreplace(base),
         role=t.role,
         gain=t.gain,
+        stored=stored,
+        stored_base=tuple(s.xreplace(base) for s in stored) if stored else None,
     )
 
 
@@ -275,12 +279,18 @@ def derive(
     optimizer: str = "sgd",
     *,
     form: str | None = None,
+    weight_decay: str = "independent",
+    decay: Collection[str] = ("weight",),
+    muon_adjust: str | None = None,
 ) -> Derivation:
-    """Derive per-tensor init std, learning-rate factor and multiplier.
+    """Derive per-tensor init std, learning-rate factor, multiplier, and epsilon and weight-decay factors.
 
-    ``parametrization`` is one of ``spectral``, ``mup``, ``ntp``, ``sp``; ``optimizer`` is ``sgd``
-    or ``adam``; ``form`` selects among a rule's equivalent forms (muP: ``table3``, the default,
-    or ``table8``).
+    ``parametrization`` is one of ``spectral``, ``mup``, ``ntp``, ``sp``; ``optimizer`` one of
+    ``sgd``, ``adam``, ``adamw``, ``lion``, ``muon``; ``form`` selects among a rule's equivalent forms
+    (muP: ``table3``, the default, or ``table8``). ``weight_decay`` is the policy (``independent``:
+    ``lr * weight_decay`` kept at its base value; ``coupled``: torch's plain weight decay) and
+    ``decay`` the tensor kinds decayed (:mod:`paramcalc.engine.factors`). ``muon_adjust`` is
+    ``torch.optim.Muon``'s ``adjust_lr_fn`` (``original``, the default, or ``match_rms_adamw``).
 
     >>> d = derive({"name": "m", "widths": {"d": {"base": 64}, "n0": 10},
     ...             "layers": [{"name": "fc", "fan_in": "n0", "fan_out": "d"}]})
@@ -289,45 +299,74 @@ def derive(
     """
     spec = load_spec(spec)  # type: ignore[arg-type]
     rule: Rule = get_rule(parametrization)
-    opt = get_optimizer(optimizer)
+    opt = get_optimizer(optimizer, muon_adjust=muon_adjust)
     form = form or rule.forms[0]
     if form not in rule.forms:
         raise ValueError(
             f"parametrization {rule.name!r} has forms {', '.join(rule.forms)}; got {form!r}"
         )
+    decay = tuple(decay) if not isinstance(decay, str) else decay
+    factors.check_policy(weight_decay, decay)
     scaling = spec.scaling_symbols
     # Base widths replace only the scaling symbols: fixed ones stay symbols, so that muP's width
     # multipliers read d/256 rather than 12*d/n_in.
     base = {s: v for s, v in spec.base_values.items() if s in scaling}
+    params = _param_scales(spec, rule, opt, form, base, (weight_decay, decay))
+    tied = _tied_scales(spec, rule, opt, form, base)
+    constants: dict[str, sympy.Expr] = {}
+    for layer in spec.layers:
+        constants.update(layer.definition.constants(layer, rule, base))
+    _warn_attention_as_linears(spec)
+    return Derivation(spec, rule.name, opt, form, params, constants, tied, policy=(weight_decay, decay))
+
+
+def _param_scales(
+    spec: Spec, rule: Rule, opt: Optimizer, form: str, base: Mapping[sympy.Symbol, sympy.Integer],
+    policy: tuple[str, tuple[str, ...]],
+) -> dict[str, ParamScale]:
+    """Every tensor's scales; ``policy`` is the weight-decay policy and the decayed kinds."""
+    weight_decay, decay = policy
+    scaling = spec.scaling_symbols
+    scale_eps = getattr(rule, "scales_eps", False)
     # Tensors of one shape share one rule evaluation and one exponent computation.
-    cache: dict[tuple[Any, ...], tuple[sympy.Expr, ...]] = {}
+    cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     params: dict[str, ParamScale] = {}
+    reads_ids = {layer.name: layer.definition.reads_ids for layer in spec.layers}
     for t in spec.tensors:
-        key = (t.d_in, t.fan_out, t.role, t.gain, t.init)
+        law = opt.assign(t)
+        kind = factors.decay_kind(t, reads_ids.get(t.layer, False))
+        key = (t.d_in, t.fan_out, t.role, t.gain, t.init, t.matrix_shape, law.name, kind)
         found = cache.get(key)
         if found is None:
-            scales = rule.scales(_shape(t, base), opt, form)
+            scales = rule.scales(_shape(t, base), law, form)
             init_std, mean = scales.init_std, ZERO
             if t.init != "normal":
                 # Constant init (zero biases, unit gains): the rule's std is not used.
                 init_std = ZERO
                 mean = ONE / scales.multiplier if t.init == "ones" else ZERO
+            eps = factors.eps_factor(scales.multiplier, t.fan_out, base) if law.has_eps and scale_eps else ONE
+            wd = factors.weight_decay_factor(scales.lr, base, kind, weight_decay, decay)
             exps = _exponents(init_std, scales.lr, scales.multiplier, scaling)
-            found = cache[key] = (init_std, scales.lr, scales.multiplier, mean, exps)
-        init_std, lr, multiplier, mean, exps = found
-        params[t.name] = ParamScale(t.name, t, init_std, lr, multiplier, mean, scaling, exps)
+            found = cache[key] = (init_std, scales.lr, scales.multiplier, mean, eps, wd, exps)
+        init_std, lr, multiplier, mean, eps, wd, exps = found
+        params[t.name] = ParamScale(t.name, t, init_std, lr, multiplier, mean, eps, wd, law.name,
+                                    scaling, exps)
+    return params
+
+
+def _tied_scales(
+    spec: Spec, rule: Rule, opt: Optimizer, form: str, base: Mapping[sympy.Symbol, sympy.Integer]
+) -> dict[str, TiedScale]:
+    """The scales of each tied use, seen from the tensor it shares."""
     tied: dict[str, TiedScale] = {}
     for t in spec.tensors:
         if t.tied_uses:
-            owner = rule.scales(_shape(t, base), opt, form)
+            law = opt.assign(t)
+            owner = rule.scales(_shape(t, base), law, form)
             for use in t.tied_uses:
-                use_rule = rule.scales(_shape(use, base), opt, form)
-                tied[use.layer] = tie(owner, use_rule, use, t.name, opt, scaling)
-    constants: dict[str, sympy.Expr] = {}
-    for layer in spec.layers:
-        constants.update(layer.definition.constants(layer, rule, base))
-    _warn_attention_as_linears(spec)
-    return Derivation(spec, rule.name, opt, form, params, constants, tied)
+                use_rule = rule.scales(_shape(use, base), law, form)
+                tied[use.layer] = tie(owner, use_rule, use, t.name, law, spec.scaling_symbols)
+    return tied
 
 
 def _warn_attention_as_linears(spec: Spec) -> None:

@@ -70,6 +70,8 @@ class ProbeSetup:
     device: torch.device | str = "cpu"
     adam_eps: float = ADAM_EPS
     dtype: torch.dtype = torch.float32
+    #: Under Muon: AdamW's learning rate over Muon's (:func:`paramcalc.engine.factors.partner_lr_ratio`).
+    adam_lr_ratio: float = 1.0
 
 
 @dataclass
@@ -104,7 +106,7 @@ def _hidden(derivation: Derivation) -> tuple[list[str], list[str]]:
 
 def _first_step(
     derivation: Derivation, widths: Mapping[str, int], batches: Mapping[int, Batch], lr: float,
-    optimizer: str, setup: ProbeSetup,
+    setup: ProbeSetup,
 ) -> tuple[float, str, float]:
     """One step at ``lr`` per seed: geometric means over seeds of the largest relative change of a
     hidden feature (and which one, most often) and of the output's RMS change."""
@@ -114,7 +116,7 @@ def _first_step(
         torch.manual_seed(seed)
         device = torch.device(setup.device)
         model = build(derivation, widths, factory=setup.factory, device=device, dtype=setup.dtype)
-        run = apply_parametrization(derivation, model, widths, lr=lr, optimizer=optimizer,
+        run = apply_parametrization(derivation, model, widths, lr=lr, adam_lr=lr * setup.adam_lr_ratio,
                                     adam_eps=setup.adam_eps)
         data = batch.to(device, setup.dtype)
         recorder = Recorder(model, weights + norms)
@@ -176,14 +178,17 @@ def calibrate_lr(
     of its RMS at ``widths`` (no calculus; see the module docstring).
 
     Probes one real step per seed (``batches``: seed -> batch) and rescales ``lr`` by
-    ``target / change`` until the change is within 10% of ``target``. Raises ``ValueError`` when no
+    ``target / change`` until the change is within 10% of ``target``. ``optimizer`` must be the
+    derivation's (its emitted optimizers are what the probes step). Raises ``ValueError`` when no
     probe gives a finite, non-zero change.
     """
+    if optimizer != derivation.optimizer.name:
+        raise ValueError(f"the derivation is for {derivation.optimizer.name}, not {optimizer}")
     lr = start if start is not None else derivation.optimizer.probe_lr
     cal = Calibration(lr, dict(widths), target)
     names: dict[float, str] = {}
     for _ in range(PROBES * 3):
-        change, name, output = _first_step(derivation, widths, batches, lr, optimizer, setup)
+        change, name, output = _first_step(derivation, widths, batches, lr, setup)
         if not math.isfinite(change):
             lr /= 100.0  # diverged: far outside the linear regime
             continue

@@ -78,10 +78,19 @@ class VerifyConfig:
     seq: int | None = None
     center: bool = True
     dtype: str | None = None
+    #: Passed to :func:`paramcalc.derive`: Muon's ``adjust_lr_fn``, the weight-decay policy and kinds.
+    muon_adjust: str | None = None
+    weight_decay_policy: str = "independent"
+    decay: tuple[str, ...] = ("weight",)
+    #: Weight decay tuned at the base widths, applied with each tensor's factor (0: none).
+    weight_decay: float = 0.0
+    #: Train Muon with this ``adjust_lr_fn`` rather than the derived one (a deliberate mismatch).
+    train_adjust: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
         if self.seeds is not None and not isinstance(self.seeds, int):
             object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "decay", tuple(self.decay))
         if self.measure_steps is not None:
             object.__setattr__(self, "measure_steps", tuple(self.measure_steps))

@@ -46,6 +46,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,6 +87,12 @@ class RunSettings:
     steps: int
     measure_steps: frozenset[int] | None = None  # None: every step
     adam_eps: float = ADAM_EPS
+    #: Under Muon: AdamW's learning rate over Muon's (:func:`paramcalc.engine.factors.partner_lr_ratio`).
+    adam_lr_ratio: float = 1.0
+    #: Weight decay tuned at the base widths (times each tensor's factor); 0: none.
+    weight_decay: float = 0.0
+    #: Constructor options per optimizer name for the emitted ``make_optimizers``.
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tol: float = 1e-3
     centered: bool = True
     #: Also measure what structured architectures add (norms, residual stream, attention logits,
@@ -136,8 +143,9 @@ def measure_width(
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = build(derivation, widths, factory=factory, device=device, dtype=settings.dtype)
-    run = apply_parametrization(derivation, model, widths, lr=settings.lr, optimizer=settings.optimizer,
-                                adam_eps=settings.adam_eps)
+    run = apply_parametrization(derivation, model, widths, lr=settings.lr,
+                                adam_lr=settings.lr * settings.adam_lr_ratio, adam_eps=settings.adam_eps,
+                                weight_decay=settings.weight_decay, options=settings.options)
     out = Measurement(dict(widths), seed, emitted=run.emitted, unscaled=list(run.unscaled))
     batch = batch.to(device, settings.dtype)
     width_run = _WidthRun(derivation, run, settings, out)

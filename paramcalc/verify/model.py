@@ -112,7 +112,8 @@ class Parametrized:
     """A model with its parametrization applied: the optimizer, and each tensor's multiplier."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    #: The emitted ``make_optimizers``' result: step() and zero_grad() act on every optimizer.
+    optimizer: Any
     multipliers: dict[str, float]
     emitted: bool
     #: Forward multiplier of each tied use (``Derivation.tied``), keyed by the using layer: it
@@ -128,17 +129,21 @@ def apply_parametrization(
     widths: Mapping[str, int],
     *,
     lr: float,
-    optimizer: str,
+    adam_lr: float | None = None,
     adam_eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Parametrized:
-    """Initialise ``model``, make its multipliers act, and build the optimizer for ``lr``, all through
-    the emitted code; the multipliers and attention scales are the emitted code's numbers too."""
+    """Initialise ``model``, make its multipliers act, and build the optimizers for ``lr`` (under Muon,
+    AdamW's for ``adam_lr``), all through the emitted code (``make_optimizers``: per-tensor lr, eps
+    and weight-decay factors); the multipliers and attention scales are the emitted code's numbers."""
     widths = dict(widths)
     namespace = emitted_namespace(derivation)
     try:
         namespace["init_parameters"](model, widths)
         namespace["apply_multipliers"](model, widths)
-        groups = namespace["param_groups"](model, lr, widths)
+        opt = namespace["make_optimizers"](model, lr, adam_lr, widths, weight_decay=weight_decay,
+                                           eps=adam_eps, options=options)
     except ValueError as exc:  # the emitted code names what does not match the spec
         raise FactoryError([Problem("model", str(exc))], source=derivation.spec.source) from None
     multipliers = {name: s["multiplier"] for name, s in namespace["scales"](widths).items()}
@@ -147,10 +152,6 @@ def apply_parametrization(
     from paramcalc.torch import install_attention_scales
 
     unscaled = install_attention_scales(model, derivation, namespace["attention_scales"](widths))
-    from paramcalc.engine import get_optimizer
-
-    law = get_optimizer(optimizer)
-    opt: torch.optim.Optimizer = law.torch(groups, lr, **({"eps": adam_eps} if law.state_tensors else {}))
     return Parametrized(model, opt, multipliers, True, tied, unscaled)
 
 

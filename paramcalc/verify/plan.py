@@ -33,6 +33,7 @@ from torch import nn
 import paramcalc
 from paramcalc.engine import Derivation
 from paramcalc.engine.calculus import NotAChain, Scaling, local_scaling, scaling
+from paramcalc.engine.factors import partner_lr_ratio
 from paramcalc.errors import DeviceError, Problem, SpecError, UsageError
 from paramcalc.infer.inputs import image_shape
 from paramcalc.infer.probe import build_on_meta
@@ -195,20 +196,28 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
         return {} if not fitting else drawer(fitting[0], seed_list)
 
     lr, calibration, batches = config.lr, None, None
+    adam_ratio = partner_lr_ratio(derivation)
     if lr is None and chain:
         lr = calculus_lr(calc, None, AUTO_OUTPUT_CHANGE)
     elif lr is None:
-        probe = ProbeSetup(centered=config.center, factory=factory, device=device, dtype=DTYPES[dtype])
+        probe = ProbeSetup(centered=config.center, factory=factory, device=device, dtype=DTYPES[dtype],
+                           adam_lr_ratio=adam_ratio)
         calibration, batches = _probe_lr(derivation, fitting, draw, config.optimizer, probe)
         lr = 1.0 if calibration is None else calibration.lr  # 1.0: nothing fits, every width is skipped
     batches = draw() if batches is None else batches
     notes += _input_note(batches, config, factory)
+    if config.train_adjust not in (None, getattr(derivation.optimizer, "adjust", None)):
+        notes.append(f"Muon trains with adjust_lr_fn={config.train_adjust} (--train-adjust), but the factors "
+                     f"and the calculus' predictions are for {derivation.optimizer.adjust}: a deliberate "
+                     "mismatch, so measurement and prediction disagree where it matters.")
     zero: dict[str, float] = {}
     if fitting and not chain:  # a chain's tensors all get a gradient; attention's key bias does not
         zero = zero_gradient(derivation, fitting[:ZERO_PROBE_WIDTHS], batches[seed_list[0]],
                              centered=config.center, factory=factory, device=device, seed=seed_list[0])
     settings = RunSettings(config.optimizer, float(lr), config.steps, _frozen(config.measure_steps),
-                           centered=config.center, structured=not chain,
+                           adam_lr_ratio=adam_ratio, weight_decay=config.weight_decay,
+                           options=_train_options(config), centered=config.center,
+                           structured=not chain,
                            logit_group=attention_heads(loaded, widths[0]), dtype=DTYPES[dtype])
     return VerifyPlan(
         config=config, spec=loaded, derivation=derivation, factory=factory, structure=shape,
@@ -295,9 +304,24 @@ def _check_settings(config: VerifyConfig, batch: int, seq: int | None, positions
                         source="command line")
 
 
+def _train_options(config: VerifyConfig) -> dict[str, dict[str, Any]]:
+    """Constructor options for the emitted optimizers: Muon's adjust_lr_fn when --train-adjust sets one."""
+    if config.train_adjust is None:
+        return {}
+    from paramcalc.engine.optimizers.muon import ADJUSTS
+
+    if config.optimizer != "muon" or config.train_adjust not in ADJUSTS:
+        raise UsageError([Problem("--train-adjust", f"with --optimizer muon, one of {', '.join(ADJUSTS)}; "
+                                                    f"got {config.train_adjust!r} with {config.optimizer}")],
+                         source="command line")
+    return {"muon": {"adjust_lr_fn": config.train_adjust}}
+
+
 def _derive(spec: Spec, config: VerifyConfig) -> Derivation:
     try:
-        return paramcalc.derive(spec, config.parametrization, config.optimizer, form=config.form)
+        return paramcalc.derive(spec, config.parametrization, config.optimizer, form=config.form,
+                                muon_adjust=config.muon_adjust, weight_decay=config.weight_decay_policy,
+                                decay=config.decay)
     except ValueError as exc:
         if isinstance(exc, SpecError):
             raise

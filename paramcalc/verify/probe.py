@@ -48,7 +48,7 @@ def zero_gradient(
     for at in widths:
         torch.manual_seed(seed)
         model = build(derivation, at, factory=factory, device=device, dtype=torch.float64)
-        run = apply_parametrization(derivation, model, at, lr=0.0, optimizer="sgd")
+        run = apply_parametrization(derivation, model, at, lr=0.0)
         data = batch.to(device, torch.float64)
         out = model(data.x)
         loss = data.loss_value(out - out.detach() if centered else out)

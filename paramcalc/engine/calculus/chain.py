@@ -19,6 +19,8 @@ from paramcalc.engine.calculus.quantities import (
 from paramcalc.engine.calculus.scaling import Scaling
 from paramcalc.engine.calculus.targets import target_exponents
 from paramcalc.engine.derivation import Derivation, ParamScale
+from paramcalc.engine.factors import partner_lr_ratio
+from paramcalc.engine.optimizers.base import norm_for
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Layer, Spec
 from paramcalc.symbolic import theta_exponent
@@ -94,7 +96,10 @@ class _Chain:
         self.spec = spec
         unfolded = all(p.multiplier == ONE for p in derivation.values())
         self.folded = derivation if unfolded else derivation.folded()
-        self.opt = self.folded.optimizer
+        # Under Muon, AdamW's tensors train at partner_lr_ratio times the global lr (as verify runs them).
+        ratio = sympy.Float(partner_lr_ratio(derivation))
+        self.eta = {name: ETA * (ONE if p.optimizer == derivation.optimizer.name else ratio)
+                    for name, p in derivation.items()}
         self.c_f, self.c_b, self.c_4 = ACTIVATION_MOMENTS.get(spec.activation, (ONE, ONE, ONE))
         self.layers = {layer.name: layer for layer in spec.layers}
         self.ops: list[_Op] = []
@@ -167,7 +172,7 @@ class _Chain:
             p = self.folded[pname]
             # A gain's gradient is g times the input it multiplies; a bias's, g.
             grad = op.grad_out * input_rms if p.tensor.kind == "gain" else op.grad_out
-            update = self.opt.update_norm(ETA * p.lr, grad, ONE, dim)
+            update = norm_for(self.folded.law(pname), self.eta[pname] * p.lr, grad, ONE, dim, None)
             self.tensors[pname] = _vector(p, dim, update)
             along = along + update
         return along, generic
@@ -182,7 +187,8 @@ class _Chain:
         dense = layer.definition.dense(layer)
         d_in = fan_in if dense else ONE
         norm = gaussian_spectral_norm(w.init_std, fan_out, fan_in)  # the stored matrix
-        update = self.opt.update_norm(ETA * w.lr, f.grad * a_in, d_in, fan_out)
+        update = norm_for(self.folded.law(w.name), self.eta[w.name] * w.lr, f.grad * a_in, d_in, fan_out,
+                          w.tensor.matrix_shape)
         self.tensors[w.name] = _Tensor(w.name, norm, w.init_std * sympy.sqrt(fan_out * fan_in), update,
                                        w.init_std == ZERO)
         gain_along, gain_in, gain_generic = (self.c_b, self.c_4, self.c_b) if after_act else (ONE, ONE, ONE)
@@ -196,7 +202,7 @@ class _Chain:
         new_along = new_along + update * a_in
         if "bias" in layer.params:
             b = self.folded[layer.params["bias"]]
-            b_update = self.opt.update_norm(ETA * b.lr, f.grad, ONE, fan_out)
+            b_update = norm_for(self.folded.law(b.name), self.eta[b.name] * b.lr, f.grad, ONE, fan_out, None)
             self.tensors[b.name] = _vector(b, fan_out, b_update)
             new_along = new_along + b_update
         f.dh = sympy.sqrt(new_along**2 + new_generic**2)

@@ -8,6 +8,11 @@ only the Theta(1) columns of the tokens seen move, so ``d_in = 1``, App. E.) Hit
 ``lr = T / sqrt(fan_out * d_in)``; with the spectral target ``T = sqrt(fan_out / d_in)`` that is
 ``lr = 1 / d_in``. Paper Sec. 3.3 and App. B extend the rank-one argument to batches and to any
 entrywise optimizer. Its update ignores the gradient's scale: abc-symmetry power 1.
+
+The law holds while ``eps`` is negligible against the gradient's entries, which is why epsilon
+gets a per-tensor factor (:mod:`paramcalc.engine.factors`). ``torch.optim.Adam``'s
+``weight_decay`` is an L2 term added to the gradient before the normalisation, so it is not a
+decay rate at all; use AdamW (:mod:`paramcalc.engine.optimizers.adamw`) for decoupled decay.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ class Adam(Optimizer):
     optax_constructor = "optax.adam"
     state_tensors = 2
     probe_lr = 1e-3
+    has_eps = True
 
-    def update_norm(self, lr: Any, grad_norm: Any, d_in: Any, fan_out: Any) -> Any:
+    def update_norm(self, lr: Any, grad_norm: Any, d_in: Any, fan_out: Any, stored: Any = None) -> Any:
         import sympy
 
         return lr * sympy.sqrt(fan_out * d_in)
 
-    def lr_for_update(self, target: Any, d_in: Any, fan_out: Any) -> Any:
+    def lr_for_update(self, target: Any, d_in: Any, fan_out: Any, stored: Any = None) -> Any:
         import sympy
 
         return target / sympy.sqrt(fan_out * d_in)

@@ -6,6 +6,9 @@ gradient itself has ``||G||_* = Theta(sqrt(d_in / fan_out))`` (paper Eq. 20: a T
 the loss needs ``<dW, G> = ||dW||_* ||G||_*`` to be Theta(1)). Hitting a target ``||dW||_* = T``
 therefore takes ``lr = T * sqrt(fan_out / d_in)``. The gradient carries one factor of a forward
 multiplier and the update acts through another: abc-symmetry power 2.
+
+Weight decay in ``torch.optim.SGD`` is an L2 term in the gradient, ``G + wd * W``; with plain SGD
+that is the same step as decoupled decay, ``W -> (1 - lr * wd) W``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ class SGD(Optimizer):
     torch_class = "SGD"
     optax_constructor = "optax.sgd"
 
-    def update_norm(self, lr: Any, grad_norm: Any, d_in: Any, fan_out: Any) -> Any:
+    def update_norm(self, lr: Any, grad_norm: Any, d_in: Any, fan_out: Any, stored: Any = None) -> Any:
         return lr * grad_norm
 
-    def lr_for_update(self, target: Any, d_in: Any, fan_out: Any) -> Any:
+    def lr_for_update(self, target: Any, d_in: Any, fan_out: Any, stored: Any = None) -> Any:
         import sympy
 
         return target * sympy.sqrt(fan_out / d_in)

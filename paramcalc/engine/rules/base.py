@@ -19,7 +19,8 @@ class TensorShape:
     ``d_in`` is the input dimension in natural norms (fan_in for dense inputs, 1 for one-hot
     inputs, biases and gains); ``*_base`` are their values at the spec's base widths, used by the
     rules written relative to base widths (muP): the scaling symbols at their bases, fixed
-    symbols left as they are. ``role`` is input / hidden / output / fixed.
+    symbols left as they are. ``role`` is input / hidden / output / fixed. ``stored`` is the
+    matrix as torch stores it, for a law that reads the stored layout (Muon's shape factor).
     """
 
     d_in: sympy.Expr
@@ -28,6 +29,9 @@ class TensorShape:
     fan_out_base: sympy.Expr
     role: str
     gain: sympy.Expr
+    #: The stored matrix ``(rows, cols)`` (torch's layout) and at base widths; None where unknown.
+    stored: tuple[sympy.Expr, sympy.Expr] | None = None
+    stored_base: tuple[sympy.Expr, sympy.Expr] | None = None
 
 
 class Scales(NamedTuple):

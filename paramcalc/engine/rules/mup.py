@@ -40,6 +40,7 @@ import sympy
 
 from paramcalc.conditions import abc_shift
 from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.optimizers.base import lr_for
 from paramcalc.engine.rules.base import Scales, TensorShape
 from paramcalc.engine.rules.spectral import RULE as SPECTRAL
 
@@ -51,17 +52,17 @@ class MuP:
     title = "muP"
     titles = {"latex": r"$\mu$P", "html": "&#956;P"}
     forms = ("table3", "table8")
+    #: Gradients obey Condition 1, so Adam's epsilon gets its factor (:mod:`paramcalc.engine.factors`).
+    scales_eps = True
 
     def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales:
         m_in = shape.d_in / shape.d_in_base
-        spectral_lr = optimizer.lr_for_update(
-            SPECTRAL.target_norm(shape), shape.d_in, shape.fan_out
-        )
+        spectral_lr = lr_for(optimizer, SPECTRAL.target_norm(shape), shape.d_in, shape.fan_out, shape.stored)
         base = TensorShape(
             shape.d_in_base, shape.fan_out_base, shape.d_in_base, shape.fan_out_base,
-            shape.role, shape.gain,
+            shape.role, shape.gain, shape.stored_base, shape.stored_base,
         )
-        base_lr = optimizer.lr_for_update(SPECTRAL.target_norm(base), base.d_in, base.fan_out)
+        base_lr = lr_for(optimizer, SPECTRAL.target_norm(base), base.d_in, base.fan_out, base.stored)
         lr = spectral_lr / base_lr
         init_std = shape.gain / sympy.sqrt(shape.d_in)
         if shape.role != "output":

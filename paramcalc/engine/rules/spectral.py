@@ -34,6 +34,7 @@ import sympy
 
 from paramcalc.conditions import condition1
 from paramcalc.engine.optimizers import Optimizer
+from paramcalc.engine.optimizers.base import lr_for
 from paramcalc.engine.rules.base import Scales, TensorShape
 
 ONE = sympy.Integer(1)
@@ -54,6 +55,8 @@ class Spectral:
     title = "Spectral"
     titles = {"markdown": "spectral", "html": "spectral"}
     forms = ("default",)
+    #: Gradients obey Condition 1, so Adam's epsilon gets its factor (:mod:`paramcalc.engine.factors`).
+    scales_eps = True
 
     def target_norm(self, shape: TensorShape) -> sympy.Expr:
         """Condition 1: the spectral norm asked of ``W`` and of every ``dW``."""
@@ -63,7 +66,7 @@ class Spectral:
         # With d_in = 1 (biases, gains, one-hot inputs) the min is 1: fan_out >= 1 is a dimension.
         shrink = ONE if shape.d_in == ONE else min_one(self.target_norm(shape))
         init_std = shape.gain / sympy.sqrt(shape.d_in) * shrink
-        lr = optimizer.lr_for_update(self.target_norm(shape), shape.d_in, shape.fan_out)
+        lr = lr_for(optimizer, self.target_norm(shape), shape.d_in, shape.fan_out, shape.stored)
         return Scales(init_std, lr, ONE)
 
     def attention_scale(self, d_head: sympy.Expr, d_head_base: sympy.Expr) -> sympy.Expr:

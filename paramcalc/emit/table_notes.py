@@ -1,0 +1,45 @@
+"""The notes under a parameter table: what each column means, for the columns shown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["table_notes"]
+
+
+def table_notes(
+    fmt: Any, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Any], spec: Any
+) -> list[str]:
+    """The notes of a table document in ``fmt``: the columns that ``grids`` show, constant inits,
+    collapsed blocks and the widths the numbers are at."""
+    h = fmt.headers
+    gains = any(t.init == "ones" for t in spec.tensors)
+    notes = [
+        h["init_std"] + fmt.text(": init std, W \u223c N(0, \u03c3\u00b2) at init. ")
+        + h["lr"] + fmt.text(": learning-rate factor, the step size is \u03b7 times the global "
+                             "learning rate tuned at the base widths. ")
+        + h["multiplier"] + fmt.text(": the layer computes with multiplier \u00b7 W"
+                                     + ("." if single else "; 1 where its column is left out."))
+    ]
+    shown = {c for g in grids for _, cols in g.groups for c in cols}
+    extra = [
+        ("eps", "factor on Adam's epsilon, tuned at the base widths (it shrinks where the gradient's "
+                "entries do)"),
+        ("weight_decay", "factor on the weight decay tuned at the base widths (0: not decayed)"),
+        ("optimizer", "which optimizer trains the tensor (Muon the hidden matrices, AdamW the others)"),
+    ]
+    said = [h[c] + fmt.text(f": {what}.") for c, what in extra if h[c] in shown]
+    if said:
+        notes.append(" ".join(said))
+    if gains:  # W ~ N(0, 0) would read as zero gains
+        notes.append(h["init_std"] + fmt.text(" = 0 marks a constant init: biases start at 0, norm gains "
+                                              "at 1 (multiplier \u00b7 W = 1 where a multiplier acts)."))
+    if single:
+        notes.append(h["exponents"] + fmt.text(": Theta-exponents in width of \u03c3, \u03b7, multiplier."))
+    if any(g.collapsed for g in grids):
+        notes.append(fmt.text("A * in a name stands for every block index of a repeated block."))
+    if widths is not None:
+        notes.append(fmt.text("Values at ") + ", ".join(
+            f"{fmt.name_cell(k)} = {v}" for k, v in widths.items()) + fmt.text("."))
+    return notes
