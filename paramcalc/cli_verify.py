@@ -70,7 +70,8 @@ def verify(
         typer.Option("--widths", help="Values of the spec's first scaling width to train at; other "
                                       "scaling widths follow in proportion to their bases."),
     ] = "64,128,256,512,1024",
-    steps: Annotated[int, typer.Option("--steps", help="Full-batch training steps at each width.")] = 3,
+    steps: Annotated[int | None, typer.Option("--steps", help="Full-batch training steps at each width "
+                                                           "[default: 3; 50 with --decay-check].")] = None,
     seeds: Annotated[
         int | None,
         typer.Option("--seeds", help="Seeds per width (slopes get a standard error) [default: 3; 6 for a "
@@ -157,6 +158,12 @@ def verify(
                                             "what a mismatch does (e.g. factors for original, trained "
                                             "with match_rms_adamw)."),
     ] = None,
+    decay_check: Annotated[
+        bool,
+        typer.Option("--decay-check", help="Instead: measure what weight decay does over --steps steps "
+                                           "(1 - ||W(decay)|| / ||W(none)|| per decayed matrix) and say "
+                                           "whether it is width-independent."),
+    ] = False,
 ) -> None:
     """Train across widths; check Desideratum 1 and Condition 1, and the calculus' predictions.
 
@@ -170,15 +177,23 @@ def verify(
         raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
     config = VerifyConfig(
-        param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)), steps=steps,
+        param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)),
+        steps=steps if steps is not None else 50 if decay_check else 3,
         seeds=seeds, batch=batch, data=data, loss=None if loss is None else loss.value, lr=lr,
         device=device.value, model=model, seq=seq, center=center,
         dtype=None if dtype is None else dtype.value, muon_adjust=muon_adjust,
         weight_decay_policy=decay_policy, decay=tuple(k.strip() for k in decay.split(",") if k.strip()),
-        weight_decay=weight_decay, train_adjust=train_adjust,
+        weight_decay=weight_decay or (0.1 if decay_check else 0.0), train_adjust=train_adjust,
     )
     from paramcalc.cli_model import spec_or_model
 
     loaded = spec_or_model(spec, model, base, scale)
     _resume_collector()
+    if decay_check:
+        from paramcalc.verify.decay import check_decay
+
+        report = check_decay(loaded, config,
+                             progress=lambda where: typer.echo(f"training at {where}", err=True))
+        typer.echo(report.text(), nl=False)
+        raise typer.Exit(0 if report.passed else 1)
     raise typer.Exit(run_in_terminal(loaded, config, json_out=json_out, plot=plot, rows=rows.value))

@@ -1,8 +1,9 @@
 """``--emit json``: one JSON object with sympy-parsable strings (CONTRACT.md).
 
 ``params`` holds exactly ``init_std``, ``lr`` and ``multiplier`` per tensor; everything else
-(exponents, numbers, tensor facts) sits in sibling keys so that scripts reading ``params`` can
-parse every value with sympy.
+(exponents, numbers, tensor facts, and ``factors``: each tensor's ``eps`` and ``weight_decay``
+factors and the ``optimizer`` that trains it) sits in sibling keys so that scripts reading
+``params`` can parse every value with sympy.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class _Entries:
                 {q: None if e is None else exponent_text(e) for q, e in p.exponents.items()},
             )
         return found
+
+    def factors(self, p: Any) -> dict[str, str]:
+        key = ("factors", p.eps, p.weight_decay, p.optimizer)
+        if key not in self.facts:
+            self.facts[key] = {"eps": text(p.eps), "weight_decay": text(p.weight_decay),
+                               "optimizer": p.optimizer}
+        return self.facts[key]
 
     def tensor(self, p: Any) -> dict[str, Any]:
         t = p.tensor
@@ -78,15 +86,20 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
     params: dict[str, dict[str, str]] = {}
     exponents: dict[str, dict[str, str | None]] = {}
     tensors: dict[str, dict[str, Any]] = {}
+    factors: dict[str, dict[str, str]] = {}
     for name, p in d.items():
         params[name], exponents[name] = entries.scale(p)
         tensors[name] = entries.tensor(p)
+        factors[name] = entries.factors(p)
     return {
         "paramcalc": __version__,
         "spec": d.spec.name,
         "parametrization": d.parametrization,
         "optimizer": d.optimizer.name,
         "form": d.form,
+        "weight_decay": d.weight_decay,
+        "decay": list(d.decay),
+        "muon_adjust": getattr(d.optimizer, "adjust", None),
         "widths": {
             w.name: {"base": w.value, "scaling": True} if w.scaling else {"value": w.value, "scaling": False}
             for w in d.spec.widths.values()
@@ -94,6 +107,7 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
         "params": params,
         "exponents": exponents,
         "tensors": tensors,
+        "factors": factors,
         "constants": {name: text(expr) for name, expr in d.constants.items()},
         "tied": _tied(d),
         "values": {
