@@ -98,9 +98,27 @@ DecayOpt = Annotated[
 
 
 def derive_options(muon_adjust: str | None, decay_policy: str, decay: str) -> dict[str, Any]:
-    """The keyword arguments of :func:`paramcalc.derive` the options above give."""
-    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy,
-            "decay": tuple(k.strip() for k in decay.split(",") if k.strip())}
+    """The keyword arguments of :func:`paramcalc.derive` the options above give; a bad value is a
+    :class:`UsageError` naming its option."""
+    from paramcalc.engine.factors import DECAY_KINDS, POLICIES
+    from paramcalc.engine.optimizers.muon import ADJUSTS
+    from paramcalc.errors import Problem
+
+    kinds = tuple(k.strip() for k in decay.split(",") if k.strip())
+    problems = []
+    if muon_adjust is not None and muon_adjust not in ADJUSTS:
+        problems.append(Problem("--muon-adjust", f"expected one of {', '.join(ADJUSTS)}, "
+                                f"got {muon_adjust!r}"))
+    if decay_policy not in POLICIES:
+        problems.append(Problem("--decay-policy", f"expected one of {', '.join(POLICIES)}, "
+                                f"got {decay_policy!r}"))
+    unknown = [k for k in kinds if k not in DECAY_KINDS]
+    if unknown:
+        problems.append(Problem("--decay", f"expected tensor kinds among {', '.join(DECAY_KINDS)}, "
+                                f"got {', '.join(unknown)}"))
+    if problems:
+        raise UsageError(problems, source="command line")
+    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy, "decay": kinds}
 
 
 OutputOpt = Annotated[

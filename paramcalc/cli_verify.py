@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -23,9 +24,11 @@ from paramcalc.cli import (
     SpecOrModelArg,
     _resume_collector,
     app,
+    derive_options,
     user_errors,
 )
 from paramcalc.errors import UsageError
+from paramcalc.files import write_text_atomically
 
 
 class Loss(str, Enum):
@@ -176,13 +179,14 @@ def verify(
     except ImportError as exc:
         raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
+    chosen = derive_options(muon_adjust, decay_policy, decay)
     config = VerifyConfig(
         param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)),
         steps=steps if steps is not None else 50 if decay_check else 3,
         seeds=seeds, batch=batch, data=data, loss=None if loss is None else loss.value, lr=lr,
         device=device.value, model=model, seq=seq, center=center,
-        dtype=None if dtype is None else dtype.value, muon_adjust=muon_adjust,
-        weight_decay_policy=decay_policy, decay=tuple(k.strip() for k in decay.split(",") if k.strip()),
+        dtype=None if dtype is None else dtype.value, muon_adjust=chosen["muon_adjust"],
+        weight_decay_policy=chosen["weight_decay"], decay=chosen["decay"],
         weight_decay=weight_decay or (0.1 if decay_check else 0.0), train_adjust=train_adjust,
     )
     from paramcalc.cli_model import spec_or_model
@@ -192,8 +196,13 @@ def verify(
     if decay_check:
         from paramcalc.verify.decay import check_decay
 
+        if plot is not None:
+            raise UsageError("--plot draws a verify run's slopes; with --decay-check, --json has the "
+                             "figures", source="command line")
         report = check_decay(loaded, config,
                              progress=lambda where: typer.echo(f"training at {where}", err=True))
+        if json_out is not None:
+            write_text_atomically(json_out, json.dumps(report.to_dict(), indent=2) + "\n", option="--json")
         typer.echo(report.text(), nl=False)
         raise typer.Exit(0 if report.passed else 1)
     raise typer.Exit(run_in_terminal(loaded, config, json_out=json_out, plot=plot, rows=rows.value))

@@ -20,8 +20,8 @@ class Lion(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
-        if lr <= 0 or not all(0.0 <= b < 1.0 for b in betas) or weight_decay < 0:
-            raise ValueError(f"Lion needs lr > 0, betas in [0, 1), weight_decay >= 0; got {lr}, {betas}, "
+        if lr < 0 or not all(0.0 <= b < 1.0 for b in betas) or weight_decay < 0:
+            raise ValueError(f"Lion needs lr >= 0, betas in [0, 1), weight_decay >= 0; got {lr}, {betas}, "
                              f"{weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
 

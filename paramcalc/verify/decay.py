@@ -79,6 +79,17 @@ class DecayReport:
         """Every decayed tensor's decay scales as derived (with the independent policy: not at all)."""
         return bool(self.checks) and all(c.ok for c in self.checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, for ``--json``: the settings, the verdicts, and each tensor's deltas and slope."""
+        checks = [{"tensor": c.tensor, "widths": list(self.widths), "deltas": list(c.deltas),
+                   "slope": _finite(c.slope.value), "margin": _finite(c.slope.margin),
+                   "expected": c.expected, "ok": c.ok,
+                   "width_independent": c.width_independent} for c in self.checks]
+        return {"spec": self.spec, "parametrization": self.parametrization, "optimizer": self.optimizer,
+                "policy": self.policy, "weight_decay": self.weight_decay, "steps": self.steps,
+                "lead": self.lead, "passed": self.passed, "exit_code": 0 if self.passed else 1,
+                "checks": checks}
+
     def text(self) -> str:
         """A table, one row per tensor (a repeated block's tensors: one row, the worst), then the verdict."""
         head = (f"{self.spec}: {self.parametrization}, {self.optimizer}, weight decay {self.weight_decay:g} "
@@ -97,6 +108,10 @@ class DecayReport:
                      f"on {sum(c.width_independent for c in self.checks)} of {n}; "
                      "delta_T = 1 - ||W_T(decay)||_F / ||W_T(none)||_F")
         return "\n".join(lines) + "\n"
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _worst_per_pattern(checks: list[DecayCheck]) -> list[tuple[str, DecayCheck]]:

@@ -178,6 +178,7 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
     batch, seq, loss, seeds = _family_defaults(shape, config)
     _check_settings(config, batch, seq, shape.positions)
     derivation = _derive(loaded, config)
+    train_options = _train_options(config)  # checked before any work
     widths = sweep(loaded, sorted(set(config.widths)))
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     if not seed_list:
@@ -210,13 +211,15 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
         notes.append(f"Muon trains with adjust_lr_fn={config.train_adjust} (--train-adjust), but the factors "
                      f"and the calculus' predictions are for {derivation.optimizer.adjust}: a deliberate "
                      "mismatch, so measurement and prediction disagree where it matters.")
+    if chain and derivation.optimizer.name == "muon" and batch > 1:
+        notes.append(_MUON_BATCH_NOTE.format(batch=batch))
     zero: dict[str, float] = {}
     if fitting and not chain:  # a chain's tensors all get a gradient; attention's key bias does not
         zero = zero_gradient(derivation, fitting[:ZERO_PROBE_WIDTHS], batches[seed_list[0]],
                              centered=config.center, factory=factory, device=device, seed=seed_list[0])
     settings = RunSettings(config.optimizer, float(lr), config.steps, _frozen(config.measure_steps),
                            adam_lr_ratio=adam_ratio, weight_decay=config.weight_decay,
-                           options=_train_options(config), centered=config.center,
+                           options=train_options, centered=config.center,
                            structured=not chain,
                            logit_group=attention_heads(loaded, widths[0]), dtype=DTYPES[dtype])
     return VerifyPlan(
@@ -302,6 +305,15 @@ def _check_settings(config: VerifyConfig, batch: int, seq: int | None, positions
     if config.dtype is not None and config.dtype not in DTYPES:
         raise UsageError([Problem("--dtype", f"expected one of {', '.join(DTYPES)}, got {config.dtype!r}")],
                         source="command line")
+
+
+#: Why a chain trained with Muon and a batch can disagree with the per-example calculus.
+_MUON_BATCH_NOTE = (
+    "Muon with a batch of {batch}: the calculus is per example (a rank-one gradient). Muon's "
+    "orthogonalised update gives each example's input direction the full step, while AdamW's sign update "
+    "spreads over the batch's directions, so where a Muon-trained and an AdamW-trained term of a feature "
+    "change cross at finite width the predicted slope can be off; --batch 1 is the calculus' own regime "
+    "(docs/verify.md, 'Muon and the batch').")
 
 
 def _train_options(config: VerifyConfig) -> dict[str, dict[str, Any]]:

@@ -66,10 +66,15 @@ change grow like ``n^(1/2)``.
 
 The calculus is per example (Sec. 3.1). A batch of ``B`` examples (Assumptions 3-4) changes
 constants, and later steps (Assumption 1) too, not exponents, so the first-step calculus is what a
-few measured steps are compared against. Where the batch's mean gradient mixes the network's own
-output at init with the targets, the verifier trains the centered output ``f - f_0`` (Chizat et al.
-2019), whose gradient at init is ``-2y/n_L`` at every width (``centered=True`` here); the
-measurements behind that choice are in ``docs/calculus.md``.
+few measured steps are compared against. Constants matter where terms of different exponents cross:
+under Muon a batch's orthogonalised update keeps each example's full step while AdamW's sign update
+(its partner's) spreads over the batch, so the two parts of a feature change weigh differently than
+per example (measured in docs/verify.md, "Muon and the batch").
+
+Where the batch's mean gradient mixes the network's own output at init with the targets, the
+verifier trains the centered output ``f - f_0`` (Chizat et al. 2019), whose gradient at init is
+``-2y/n_L`` at every width (``centered=True`` here); the measurements behind that choice are in
+``docs/calculus.md``.
 
 The chain is the spec's forward plan (:mod:`paramcalc.spec.topology`): the same steps the torch
 model runs, so the activation sits where it does in the trained model. Each step asks its layer's
