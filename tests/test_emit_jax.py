@@ -160,3 +160,37 @@ def test_unknown_parameters_are_named():
     params["extra"] = {"kernel": jax.numpy.zeros((2, 2))}
     with pytest.raises(ValueError, match=r"params\['extra'\]\['kernel'\] is not a tensor"):
         module.make_optimizer(0.1, WIDTHS).init(params)
+
+
+IN_OUT_MLP = {
+    "name": "in-out-mlp",
+    "widths": {"n0": 16, "d": {"base": 32}, "n_out": 4},
+    "layers": [
+        {"name": "fc1", "fan_in": "n0", "fan_out": "d"},
+        {"name": "up", "fan_in": "d", "fan_out": "4*d", "layout": "in_out"},
+        {"name": "down", "fan_in": "4*d", "fan_out": "d", "layout": "in_out"},
+        {"name": "head", "fan_in": "d", "fan_out": "n_out"},
+    ],
+}
+
+
+@pytest.mark.parametrize("adjust", ["original", "match_rms_adamw"])
+def test_muon_on_transposed_weights_meets_the_spectral_target(adjust):
+    """Hugging Face ``Conv1D`` weights (``layout: in_out``) are read by torch's Muon as
+    ``(fan_in, fan_out)``, by optax's as a flax kernel: the JAX module's factors are for optax's
+    reading, so each Muon step has ``||dW||_* = lr sqrt(fan_out / fan_in)`` under spectral (the up
+    projection twice the down's, 2 vs 1/2 here) in both."""
+    d = paramcalc.derive(IN_OUT_MLP, "spectral", "muon", muon_adjust=adjust)
+    module = emitted(d)
+    widths = {"d": 64}
+    params = module.init_params(jax.random.PRNGKey(0), widths)
+    lr = 0.01
+    optimizer = module.make_optimizer(lr, widths)
+    rng = np.random.default_rng(0)
+    grads = jax.tree.map(lambda p: jax.numpy.asarray(  # rank one, as one example's gradient
+        np.outer(rng.normal(size=p.shape[0]), rng.normal(size=p.shape[1])) if p.ndim == 2 else p * 0 + 1,
+        dtype=p.dtype), params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    for layer, target in (("up", 2.0), ("down", 0.5)):
+        step = np.asarray(updates[layer]["kernel"])
+        assert np.linalg.norm(step, 2) == pytest.approx(lr * target, rel=0.35), (layer, adjust)

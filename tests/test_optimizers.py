@@ -205,6 +205,27 @@ def test_emitted_optimizers_train_gpt2(opt, adjust):
     assert set(moved) == set(d), set(d) - set(moved)
 
 
+@pytest.mark.parametrize("adjust", ["original", "match_rms_adamw"])
+def test_muon_step_on_gpt2_conv1d_meets_the_spectral_target(adjust):
+    """HF GPT-2's MLP weights are transposed (``Conv1D``, ``(fan_in, fan_out)``), which torch's Muon
+    reads by ``shape[:2]``: the derived factor accounts for it, so one step moves ``c_fc`` by
+    ``lr sqrt(4)`` and ``c_proj`` by ``lr sqrt(1/4)`` in spectral norm under spectral (Condition 1)."""
+    d = paramcalc.derive(spec_of("gpt2"), "spectral", "muon", muon_adjust=adjust)
+    widths = at_4x(d)
+    model = built("gpt2", d, widths)
+    lr = 1e-3
+    opts = paramcalc.torch.make_optimizers(model, d, lr, lr, widths)
+    params = dict(model.named_parameters())
+    names = {"transformer.h.0.mlp.c_fc.weight": 2.0, "transformer.h.0.mlp.c_proj.weight": 0.5}
+    before = {n: params[n].detach().clone() for n in names}
+    ids = torch.randint(0, widths["vocab"], (2, 8), generator=torch.Generator().manual_seed(0))
+    model(ids, labels=ids).loss.backward()
+    opts.step()
+    for n, target in names.items():
+        step = (params[n].detach() - before[n]).double()
+        assert torch.linalg.matrix_norm(step, 2).item() == pytest.approx(lr * target, rel=0.35), n
+
+
 def test_lion_steps_by_sign():
     from paramcalc.optim import Lion
 

@@ -30,6 +30,7 @@ from paramcalc.emit.python import (
 )
 from paramcalc.emit.templating import render
 from paramcalc.engine import Derivation
+from paramcalc.engine.factors import lr_in_layout
 from paramcalc.errors import SpecError
 from paramcalc.spec import Tensor
 
@@ -76,7 +77,9 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
     by_layer: dict[str, list[dict[str, str]]] = {}
     for name, p in d.items():
         layer, leaf = where[name]
-        entry = tensor_entry(d, name, _flax_shape(d, p.tensor), values[name], at, code)
+        # optax reads a flax kernel by its axes: fan_out, fan_in in torch's terms, whatever the layout
+        lr = lr_in_layout(d, name, p.tensor.fan_out, p.tensor.fan_in)
+        entry = tensor_entry(d, name, _flax_shape(d, p.tensor), values[name], at, code, lr)
         tensors.append({**entry, "layer": literal(layer), "leaf": literal(leaf)})
         by_layer.setdefault(layer, []).append(
             {"name": literal(leaf), "value": number(values[name]["multiplier"])}

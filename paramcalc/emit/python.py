@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sympy
@@ -161,11 +161,15 @@ def expression_comment(**exprs: sympy.Expr) -> str:
 
 def tensor_entry(
     d: Derivation, name: str, shape: tuple[sympy.Expr, ...], values: Mapping[str, float],
-    widths: Mapping[str, int], code: WidthCode,
+    widths: Mapping[str, int], code: WidthCode, lr: sympy.Expr | None = None,
 ) -> dict[str, str]:
     """One tensor's strings for a template: its comment, its row of numbers at ``widths`` and the
-    code of each quantity over ``w`` (``shape`` in the target's own layout)."""
+    code of each quantity over ``w`` (``shape`` in the target's own layout; ``lr``: the factor where
+    the target's optimizer reads that layout differently, :func:`paramcalc.engine.factors.lr_in_layout`)."""
     p = d[name]
+    if lr is not None and lr != p.lr:
+        p = replace(p, lr=lr)
+        values = {**values, "lr": numbers_at(d, lr, widths)}
     factors = {"eps": p.eps, "weight_decay": p.weight_decay}
     shown = {k: v for k, v in factors.items() if v != 1 or k == "weight_decay"}
     return {

@@ -141,3 +141,26 @@ def partner_lr_ratio(derivation: object) -> float:
         theirs = norm_for(alone.law(name), alone[name].lr, ONE, t.d_in, t.fan_out, t.matrix_shape)
         logs.append(math.log(float(sympy.sympify(mine / theirs).xreplace(base))))
     return math.exp(sum(logs) / len(logs)) if logs else 1.0
+
+
+def lr_in_layout(derivation: object, name: str, rows: Any, cols: Any) -> Any:
+    """Tensor ``name``'s learning-rate factor for an optimizer that reads its matrix as
+    ``(rows, cols)`` where torch reads ``matrix_shape``: the same factor under every law but one that
+    reads the layout (Muon's shape factor), where the ratio of the two update norms corrects it.
+
+    The emitted JAX module needs it: optax's Muon reads a flax kernel ``(fan_in, fan_out)`` by its
+    axes, as torch reads a ``(fan_out, fan_in)`` weight, so ``rows, cols = fan_out, fan_in`` there;
+    torch's Muon reads an ``in_out`` tensor (Hugging Face ``Conv1D``) by ``shape[:2]`` as
+    ``(fan_in, fan_out)``, and its factor under ``original`` differs for a non-square matrix
+    (GPT-2's ``c_fc``, ``768 x 3072``: torch's shape factor 1, optax's 2).
+    """
+    from paramcalc.engine.optimizers.base import norm_for
+
+    d: Any = derivation
+    p = d[name]
+    law, t = d.law(name), p.tensor
+    if not getattr(law, "reads_layout", False) or t.layout == "vector":
+        return p.lr
+    ours = norm_for(law, ONE, ONE, t.fan_in, t.fan_out, t.matrix_shape)
+    theirs = norm_for(law, ONE, ONE, t.fan_in, t.fan_out, (rows, cols))
+    return sympy.simplify(p.lr * ours / theirs)
