@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import re
 import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
@@ -184,9 +185,10 @@ def parse_width_assignments(text: str | None) -> dict[str, int]:
         return out
     for item in text.split(","):
         name, sep, value = item.strip().partition("=")
-        if not sep or not name.strip() or not value.strip().isdigit():
+        if not sep or not name.strip() or not re.fullmatch(r"[0-9]{1,18}", value.strip()):
             raise UsageError(
-                f"--widths: expected NAME=INTEGER items separated by commas, got {item.strip()!r}",
+                f"--widths: expected NAME=INTEGER items (integers of at most 18 digits) separated by commas, "
+                f"got {item.strip()!r}",
                 source="command line",
             )
         out[name.strip()] = int(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -47,12 +48,25 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+def _check_plot_format(plot: Path) -> None:
+    """Refuse a --plot file type matplotlib cannot write before training, not after."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return  # the plot step says what to install
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = plot.suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise UsageError(f"--plot: cannot draw a .{suffix or '(no extension)'} file; use one of "
+                         f"{', '.join(sorted(formats))}", source="command line")
+
+
 def parse_width_list(text: str) -> list[int]:
     """``"64,128,256"`` -> ``[64, 128, 256]``."""
     values = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or int(item) <= 0:
+        if not re.fullmatch(r"[0-9]{1,9}", item) or int(item) <= 0:
             raise UsageError(
                 f"--widths: expected positive integers separated by commas (values of the spec's first "
                 f"scaling width), got {item!r}",
@@ -180,6 +194,8 @@ def verify(
         raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
     chosen = derive_options(muon_adjust, decay_policy, decay)
+    if plot is not None:
+        _check_plot_format(plot)
     config = VerifyConfig(
         param.value, optimizer.value, form=form, widths=tuple(parse_width_list(widths)),
         steps=steps if steps is not None else 50 if decay_check else 3,

@@ -83,7 +83,16 @@ class UserError(ValueError):
         if more > 0:
             shown.append(f"and {more} more problem{'s' if more > 1 else ''}")
         head = f"{self.source}: " if self.source else ""
-        return head + "; ".join(shown)
+        return printable(head + "; ".join(shown))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (a terminal's escape codes from a spec's keys, say) written
+    as ``\\x1b`` escapes, so an error message can never drive the terminal it is printed on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 class SpecError(UserError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +27,11 @@ def _file_mode(path: Path) -> int:
 def write_atomically(path: Path, write: Callable[[str], None], *, option: str = "-o") -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    ``option`` names the command-line option in the error when the folder cannot be written.
+    ``option`` names the command-line option in the error when the folder cannot be written. A
+    symlink is written through (its target is replaced, the link kept); a directory or a special
+    file (a FIFO, a device) is refused.
     """
-    path = Path(path)
+    path = _target(Path(path), option)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
@@ -43,6 +46,18 @@ def write_atomically(path: Path, write: Callable[[str], None], *, option: str = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _target(path: Path, option: str) -> Path:
+    """The regular file to replace for ``path`` (a symlink's target), or a :class:`SpecError`."""
+    if path.is_symlink():
+        path = path.resolve()
+    if path.is_dir():
+        raise SpecError(f"{option}: {path} is a directory; expected a file name", source="command line")
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        raise SpecError(f"{option}: {path} is not a regular file (a FIFO or a device?); expected a file "
+                        "name", source="command line")
+    return path
 
 
 def write_text_atomically(path: Path, text: str, *, option: str = "-o") -> None:

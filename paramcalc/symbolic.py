@@ -15,7 +15,7 @@ from functools import cache, lru_cache
 
 import sympy
 
-__all__ = ["numeric", "theta_exponent", "width_symbol"]
+__all__ = ["finite_values", "numeric", "theta_exponent", "width_symbol"]
 
 
 @cache
@@ -104,3 +104,20 @@ def numeric(
         out = float(expr.xreplace(dict(values)))
     memo[expr] = out
     return out
+
+
+def finite_values(values: dict, source: str | None, widths: Mapping[str, int] | None) -> dict:
+    """``values`` (``{name: number}`` or ``{name: {quantity: number}}``) when every number is finite;
+    else a :class:`~paramcalc.errors.SpecError` naming the first that is not, so that no emitted file,
+    table or JSON carries ``inf`` or ``nan``."""
+    import math
+
+    from paramcalc.errors import SpecError
+
+    for name, v in values.items():
+        for q, x in (v.items() if isinstance(v, dict) else [("value", v)]):
+            if not math.isfinite(x):
+                at = "" if not widths else " at " + ", ".join(f"{k}={n}" for k, n in widths.items())
+                raise SpecError(f"{name}: {q} evaluates to {x}{at}: a constant of the spec is too large "
+                                "(or a width too small)", source=source)
+    return values

@@ -83,7 +83,28 @@ def resolve_widths(spec: Any, widths: Mapping[str, int] | None) -> dict[str, int
             values[key] = value
     if problems:
         raise SpecError(problems, source=spec.source)
+    if widths:
+        _check_dimensions(spec, values)
     return values
+
+
+def _check_dimensions(spec: Any, values: Mapping[str, int]) -> None:
+    """Every tensor dimension positive at ``values`` (``d - 8`` at ``d = 8`` is not): a zero or
+    negative one would divide by zero or take the root of a negative number further on."""
+    import sympy
+
+    at = {w.symbol: sympy.Integer(values[w.name]) for w in spec.widths.values()}
+    seen: set[Any] = set()
+    for t in spec.tensors:
+        for dim in (t.fan_in, t.fan_out, *t.shape):
+            if dim in seen:
+                continue
+            seen.add(dim)
+            value = sympy.sympify(dim).xreplace(at)
+            if not value > 0:
+                shown = ", ".join(f"{k}={v}" for k, v in values.items() if spec.widths[k].scaling)
+                raise SpecError([Problem("widths", f"{t.name}: dimension {dim} is {value} at {shown}; "
+                                         "every dimension must stay positive")], source=spec.source)
 
 
 def fixed_width_message(spec: Any, name: str, value: int) -> str:

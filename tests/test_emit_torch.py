@@ -327,10 +327,10 @@ def code_tokens(code: str) -> list[tuple[int, str]]:
 
 HOSTILE = {
     "name": "x'''\"\"\"\\ \u2028 # {{ }} ${math} <script>&%_~^",
-    "widths": {"math": 7, "lambda": {"base": 8}, "w": 3, "torch": {"base": 4}},
+    "widths": {"math": 7, "__import__": {"base": 8}, "w": 3, "torch": {"base": 4}},
     "layers": [
-        {"name": "import.class", "fan_in": "math", "fan_out": "lambda*torch", "bias": True},
-        {"name": "def.0.return", "fan_in": "lambda*torch", "fan_out": "w"},
+        {"name": "import.class", "fan_in": "math", "fan_out": "__import__*torch", "bias": True},
+        {"name": "def.0.return", "fan_in": "__import__*torch", "fan_out": "w"},
     ],
 }
 PLAIN = {
@@ -345,15 +345,16 @@ PLAIN = {
 
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_user_text_stays_inside_literals_and_comments(target):
-    """A spec whose names are keywords, module names and quote soup gives the same code tokens as
-    a plain one: names reach the code only as string literals and one-line comments."""
+    """A spec whose names are keywords (layers), builtins and module names (widths) and quote soup
+    gives the same code tokens as a plain one: names reach the code only as string literals and
+    one-line comments."""
     hostile = paramcalc.derive(HOSTILE, "mup", "adam")
     plain = paramcalc.derive(PLAIN, "mup", "adam")
     code = emit(hostile, target)
     assert code_tokens(code) == code_tokens(emit(plain, target))
     module = load_module(code)
     assert HOSTILE["name"] == module.SPEC
-    at = {"lambda": 16, "torch": 8}
+    at = {"__import__": 16, "torch": 8}
     got = module.scales(at)
     for name, v in hostile.evaluate(at).items():
         assert got[name]["lr"] == pytest.approx(v["lr"], rel=1e-12)

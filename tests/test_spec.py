@@ -223,10 +223,11 @@ def test_spec_error_is_value_error():
 
 
 # The loader builds plain mappings, sequences and strings itself (the rest through PyYAML's own
-# constructor): it must give exactly what yaml.safe_load gives, values and errors alike.
+# constructor): it must give exactly what yaml.safe_load gives, values and errors alike, except
+# where a spec's rules are stricter (test_yaml_numbers_are_decimal_and_keys_unique).
 _yaml_scalars = (
     st.none() | st.booleans() | st.integers(-(10**20), 10**20)
-    | st.floats(allow_nan=False) | st.text(max_size=12)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
     | st.sampled_from(["yes", "No", "on", "~", "null", "0x1f", "0o17", "1_000", "1:20", ".inf",
                        "2001-12-14", "=", "<<", "true", "3.0e5", "", " x ", "a: b", "- c", "#"])
 )
@@ -254,12 +255,11 @@ def test_yaml_reading_matches_pyyaml(data, flow):
         "k: {= : 5}\n",  # the value key
         "s: !!str 12\nf: !!float 3\nb: !!binary aGVsbG8=\nset: !!set {a, b}\nts: 2001-12-14t21:59:43Z\n",
         "o: !!omap [a: 1, b: 2]\np: !!pairs [a: 1, a: 2]\n",
-        "dup: 1\ndup: 2\n",  # PyYAML keeps the last value
         "? [a, b]\n: 1\n",  # an unhashable key
         "? {a: 1}\n: 1\n",
         "x: !custom 1\n",
         "[1, 2, {a: [3, {b: null}]}]\n",
-        "- 1\n- -2\n- 0.5\n- .nan\n",
+        "- 1\n- -2\n- 0.5\n- 1.5e+3\n",
     ],
 )
 def test_yaml_reading_matches_pyyaml_on_edge_cases(text):
@@ -270,8 +270,18 @@ def test_yaml_reading_matches_pyyaml_on_edge_cases(text):
             parse_yaml(text, "x")
         assert exc.problem in str(info.value)  # PyYAML's own error, e.g. "found unhashable key"
         return
-    got = parse_yaml(text, "x")
-    if text.startswith("- 1"):  # NaN is never equal to itself
-        assert got[:3] == expected[:3] and got[3] != got[3] and expected[3] != expected[3]
-    else:
-        assert got == expected
+    assert parse_yaml(text, "x") == expected
+
+
+@pytest.mark.parametrize("anchors", [False, True])
+def test_yaml_numbers_are_decimal_and_keys_unique(anchors):
+    """YAML 1.1 reads 0x1f, 0o17, 1_000 and 1:20 (base 60) as integers and .inf, .nan as floats; in a
+    spec they are strings (which fail where a number is expected), and a repeated key is an error
+    where PyYAML silently keeps the last value. The same with anchors (PyYAML's own constructor)."""
+    prefix = "a: &x 1\n" if anchors else ""
+    got = parse_yaml(prefix + "v: [0x1f, 0o17, 1_000, 1:20, .inf, .nan, 12, -3, 0.5, 1.5e+3]\n", "x")
+    assert got["v"] == ["0x1f", "0o17", "1_000", "1:20", ".inf", ".nan", 12, -3, 0.5, 1500.0]
+    with pytest.raises(SpecError, match="duplicate key 'dup'"):
+        parse_yaml(prefix + "dup: 1\ndup: 2\n", "x")
+    with pytest.raises(SpecError, match=f"line {2 if anchors else 1}: duplicate key 'k'"):
+        parse_yaml(prefix + ("m: {k: *x, k: 2}\n" if anchors else "m: {k: 1, k: 2}\n"), "x")

@@ -20,7 +20,7 @@ from paramcalc.engine.optimizers import Optimizer, get_optimizer
 from paramcalc.engine.rules import Rule, TensorShape, get_rule
 from paramcalc.engine.ties import TiedScale, tie
 from paramcalc.spec import Spec, Tensor, TiedUse, load_spec
-from paramcalc.symbolic import numeric, theta_exponent
+from paramcalc.symbolic import finite_values, numeric, theta_exponent
 from paramcalc.widths import fixed_width_message, resolve_widths  # noqa: F401  (re-exported)
 
 __all__ = ["FACTORS", "QUANTITIES", "Derivation", "ParamScale", "abc_shift", "derive"]
@@ -159,16 +159,17 @@ class Derivation(Mapping[str, ParamScale]):
         """
         at = self._numeric_widths(widths)
         memo: dict[sympy.Basic, float] = {}
-        return {
+        return finite_values({
             name: {q: numeric(getattr(p, q), at, memo) for q in QUANTITIES + FACTORS}
             for name, p in self._params.items()
-        }
+        }, self.spec.source, widths)
 
     def evaluate_constants(self, widths: Mapping[str, int] | None = None) -> dict[str, float]:
         """Numbers for :attr:`constants` (attention-logit scales) at the given widths."""
         at = self._numeric_widths(widths)
         memo: dict[sympy.Basic, float] = {}
-        return {name: numeric(expr, at, memo) for name, expr in self.constants.items()}
+        return finite_values({name: numeric(expr, at, memo) for name, expr in self.constants.items()},
+                       self.spec.source, widths)
 
     def evaluate_tied(self, widths: Mapping[str, int] | None = None) -> dict[str, dict[str, float]]:
         """Numbers for :attr:`tied`: ``{layer: {"multiplier", "lr", "init_std"}}`` (effective)."""
@@ -384,3 +385,4 @@ def _warn_attention_as_linears(spec: Spec) -> None:
             "declare each as `kind: attention` "
             "(d_model, n_heads, d_head, names: {q: ..., k: ..., v: ..., o: ...})",
             UserWarning, stacklevel=3)
+

@@ -23,7 +23,10 @@ from paramcalc.spec.architecture import ONE, Layer, Layout, Role, Spec, Tensor, 
 from paramcalc.spec.expr import ExprError, parse_expr
 from paramcalc.symbolic import theta_exponent, width_symbol
 
-__all__ = ["Builder", "build_spec"]
+__all__ = ["MAX_LAYERS", "Builder", "build_spec"]
+
+#: Layers a spec may expand to, repeats multiplied out (GPT-2 XL has about 300; a chain of 10000 fits).
+MAX_LAYERS = 50_000
 
 
 class Builder:
@@ -115,11 +118,30 @@ class Builder:
             name = prefix + layer.name
             if layer.kind == "repeat":
                 count = self._count(layer, path)
+                total = len(self._seen) + count * self._size(layer.layers, path)
+                if total > MAX_LAYERS:
+                    self.problems.append(Problem(f"{path}.repeat", (
+                        f"the spec would expand to more than {MAX_LAYERS} layers (repeats multiply: "
+                        f"{count} x {self._size(layer.layers, path)} here)")))
+                    return
                 for k in range(count):
                     self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")
                 continue
             if self.claim(name, path):
                 get_kind(_kind_name(layer)).expand(self, name, layer, path)
+
+    def _size(self, layers: list, path: str) -> int:
+        """Layers a block expands to, counting nested repeats, computed before expanding it."""
+        total = 0
+        for i, layer in enumerate(layers):
+            if layer.kind == "repeat":
+                count = self._count(layer, f"{path}.layers[{i}]", quiet=True)
+                total += count * self._size(layer.layers, path)
+            else:
+                total += 1
+            if total > MAX_LAYERS:
+                break
+        return total
 
     def claim(self, name: str, path: str) -> bool:
         if name in self._seen:
@@ -130,10 +152,12 @@ class Builder:
         self._seen[name] = path
         return True
 
-    def _count(self, block: Any, path: str) -> int:
+    def _count(self, block: Any, path: str, quiet: bool = False) -> int:
         if isinstance(block.repeat, int):
             return block.repeat
         width = self.widths.get(block.repeat)
+        if quiet:  # sizing a block: problems are reported when it is expanded
+            return 0 if width is None or width.scaling else min(width.value, 10_000)
         if width is None or width.scaling:
             fixed = ", ".join(n for n, w in self.widths.items() if not w.scaling) or "none"
             self.problems.append(Problem(

@@ -26,6 +26,8 @@ MAX_LENGTH = 200
 MAX_DEPTH = 24
 MAX_INTEGER = 10**15
 MAX_EXPONENT = 8
+#: Bits of the largest constant a power may produce.
+MAX_BITS = 1024
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+\.\d*|\.\d+|\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>\*\*|[-+*/()]))"
@@ -96,6 +98,8 @@ class _Parser:
             rhs = self.unary()
             if tok[1] == "*":
                 value = sympy.Mul(value, rhs)
+                if value.is_Rational:
+                    _check_number_size(value, sympy.Integer(1))
             else:
                 if rhs.is_zero:
                     raise ExprError("division by zero")
@@ -126,6 +130,7 @@ class _Parser:
                 raise ExprError(f"exponent {exponent} is too large (at most {MAX_EXPONENT})")
             if base.is_zero and exponent.is_negative:
                 raise ExprError("division by zero")
+            _check_number_size(base, exponent)
             return sympy.Pow(base, exponent)
         return base
 
@@ -160,6 +165,21 @@ class _Parser:
             self.take(")")
             return inner
         raise ExprError(f"unexpected {text!r}")
+
+
+def _check_number_size(base: sympy.Expr, exponent: sympy.Rational) -> None:
+    """Refuse a constant power whose value would have more than :data:`MAX_BITS` bits, before
+    sympy computes it (``((10**15)**8)**8`` nests into millions of bits)."""
+    import math
+
+    if not base.is_Rational or base.is_zero:
+        return
+    bits = max(abs(int(base.p)).bit_length(), int(base.q).bit_length())
+    if bits * abs(exponent) > MAX_BITS:
+        shown = str(base) if len(str(base)) <= 20 else f"(a {len(str(base))}-digit number)"
+        shown += "" if exponent == 1 else f"**{exponent}"
+        raise ExprError(f"the number {shown} is too large (more than {MAX_BITS} bits; "
+                        f"about 10**{math.floor(bits * abs(exponent) * math.log10(2))})")
 
 
 def parse_expr(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
+import stat
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,9 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) -> Spec
 def _read_yaml(path: Path) -> Any:
     name = str(path)
     try:
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO or a device would block or never end
+            raise SpecError("not a regular file: expected a YAML architecture file", source=name)
         with path.open("rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
@@ -91,7 +96,9 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
-        raise SpecError([Problem("", f"YAML syntax error: {what}", line)], source=source) from None
+        if not isinstance(exc, yaml.constructor.ConstructorError):
+            what = f"YAML syntax error: {what}"
+        raise SpecError([Problem("", what, line)], source=source) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"YAML error: {exc}", source=source) from None
     except RecursionError:
@@ -120,14 +127,76 @@ def _loader_class() -> type:
 
         def resolve(self, kind: type, value: Any, implicit: Any) -> str:
             if self.yaml_path_resolvers:
-                return super().resolve(kind, value, implicit)
+                return _decimal_only(super().resolve(kind, value, implicit), value)
             key = (kind, value, implicit)
             tag = self._tags.get(key)
             if tag is None:
-                tag = self._tags[key] = super().resolve(kind, value, implicit)
+                tag = self._tags[key] = _decimal_only(super().resolve(kind, value, implicit), value)
             return tag
 
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            _no_duplicates(self, node)
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(_INT, _construct_int)
+    Loader.add_constructor(_FLOAT, _construct_float)
     return Loader
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+#: Integers longer than this are refused before they are converted (a width has a few digits).
+MAX_DIGITS = 30
+_DECIMAL_INT = re.compile(r"[-+]?[0-9]+\Z")
+_DECIMAL_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
+
+
+def _decimal_only(tag: str, value: Any) -> str:
+    """YAML 1.1 reads ``0x40``, ``0o100``, ``1_000`` and ``1:04`` (base 60) as 64, 64, 1000 and 64, and
+    ``.inf`` as a number: a spec's numbers are plain decimals, anything else stays a string (and
+    fails validation where a number is expected, naming the field)."""
+    if tag == _INT and not _DECIMAL_INT.match(str(value)):
+        return _STR
+    if tag == _FLOAT and not _DECIMAL_FLOAT.match(str(value)):
+        return _STR
+    return tag
+
+
+def _construct_int(loader: Any, node: Any) -> int:
+    import yaml
+
+    digits = node.value.lstrip("+-")
+    if len(digits) > MAX_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(digits)} digits (at most {MAX_DIGITS})", node.start_mark)
+    return int(node.value)
+
+
+def _construct_float(loader: Any, node: Any) -> float:
+    import math
+
+    import yaml
+
+    value = float(node.value)
+    if not math.isfinite(value):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value} is too large for a number", node.start_mark)
+    return value
+
+
+def _no_duplicates(loader: Any, node: Any) -> None:
+    """A key given twice in one mapping is an error (YAML keeps the last, silently)."""
+    import yaml
+
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if type(key_node).__name__ != "ScalarNode":
+            continue
+        key = key_node.value
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -151,6 +220,7 @@ def _construct(loader: Any, node: Any) -> Any:
         if kind is ScalarNode and node.tag == _STR:
             return node.value
         if kind is MappingNode and node.tag == _MAP:
+            _no_duplicates(loader, node)
             out = {}
             for key_node, value_node in node.value:
                 if key_node.tag in _SPECIAL_KEYS:

@@ -10,6 +10,7 @@ kind is registered (:func:`paramcalc.kinds.register_kind`): always read them as 
 
 # No ``from __future__ import annotations`` here: pydantic would evaluate every annotation from a
 # string at import (about a sixth of this module's import time).
+import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -57,6 +58,9 @@ _RESERVED = {"sqrt", "Min", "Max"}
 def _check_symbol(value: str) -> str:
     if not isinstance(value, str) or len(value) > 64 or not _IDENT.match(value):
         raise ValueError(f"a width symbol must be a Python identifier, got {str(value)[:60]!r}")
+    if keyword.iskeyword(value):
+        raise ValueError(f"{value!r} is a Python keyword; choose another width symbol (the emitted code "
+                         "and the JSON's expressions use the symbol as a name)")
     if value in _RESERVED:
         raise ValueError(f"{value!r} is reserved (a function in expressions); choose another width symbol")
     return value

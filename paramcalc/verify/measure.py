@@ -244,7 +244,13 @@ class _WidthRun:
                     break
                 self.run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self.run.optimizer.step()
+                try:
+                    self.run.optimizer.step()
+                except RuntimeError as exc:  # lr * factor beyond the dtype's range: the step diverges
+                    if "overflow" not in str(exc):
+                        raise
+                    out.diverged_at = step + 1
+                    break
                 if settings.measured(step + 1):
                     self._timed(self.updates, recorder, step + 1)
                 if out.diverged_at is not None:
