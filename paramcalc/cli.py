@@ -343,7 +343,7 @@ def _resume_collector() -> None:
 
 
 # The commands that live in their own modules register themselves on ``app``.
-from paramcalc import cli_model, cli_verify  # noqa: E402, F401
+from paramcalc import cli_model, cli_sweep, cli_verify  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

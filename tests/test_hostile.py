@@ -57,6 +57,9 @@ def assert_refused(result, *words: str) -> None:
          ["widths.e", "'1:04'"]),
         ("name: x\nwidths: {d: {base: 8}, d: {base: 16}}\nlayers:\n  - {name: c, fan_in: d, fan_out: d}\n",
          ["duplicate key 'd'"]),
+        ("name: x\nwidths: {d: {base: 8}, h: {base: 2}}\nlayers:\n  - {name: a, kind: attention, d_model: d, "
+         "n_heads: h, d_head: 4, names: {q: " + "q" * 300 + ", k: k, v: v, o: o}}\n",
+         ["layers[0].names.q", "300 characters (at most 200)"]),
         ("name: x\nwidths: {lambda: {base: 8}}\nlayers:\n  - {name: c, fan_in: lambda, fan_out: lambda}\n",
          ["widths.lambda", "Python keyword"]),
     ],

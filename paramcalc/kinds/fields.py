@@ -26,7 +26,9 @@ def show(value: Any) -> str:
 
 
 def _check_name(value: str) -> str:
-    if len(value) > 200 or not _NAME.match(value):
+    if len(value) > 200:
+        raise ValueError(f"a layer name of {len(value)} characters (at most 200), got {value[:40]!r}...")
+    if not _NAME.match(value):
         raise ValueError(
             "expected a Python identifier or an integer, or such names joined by dots "
             f"(a submodule path such as blocks.0.attn.q), got {value[:60]!r}"
