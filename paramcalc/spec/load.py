@@ -192,10 +192,10 @@ def _no_duplicates(loader: Any, node: Any) -> None:
     for key_node, _ in node.value:
         if type(key_node).__name__ != "ScalarNode":
             continue
-        key = key_node.value
+        key = (key_node.tag, key_node.value)  # 'false' (a string) and false (a boolean) differ
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+                None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
         seen.add(key)
 
 
