@@ -122,6 +122,19 @@ def derive_options(muon_adjust: str | None, decay_policy: str, decay: str) -> di
     return {"muon_adjust": muon_adjust, "weight_decay": decay_policy, "decay": kinds}
 
 
+def derive_from_options(loaded: Any, param: str, optimizer: str, form: str | None,
+                        options: dict[str, Any]) -> Any:
+    """:func:`paramcalc.derive` for a command: a bad combination is a :class:`UsageError`."""
+    from paramcalc.engine import derive as run_derive
+
+    try:
+        return run_derive(loaded, param, optimizer, form=form, **options)
+    except ValueError as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise UsageError(str(exc), source="command line") from None
+
+
 OutputOpt = Annotated[
     Path | None,
     typer.Option("-o", "--output", help="Write to FILE (atomically) instead of stdout."),
@@ -230,15 +243,8 @@ def derive(
 
     at = parse_width_assignments(widths)
     loaded = spec_or_model(spec, model, base, scale)
-    from paramcalc.engine import derive as run_derive
-
-    try:
-        derivation = run_derive(loaded, param.value, optimizer.value, form=form,
-                                **derive_options(muon_adjust, decay_policy, decay))
-    except ValueError as exc:
-        if isinstance(exc, UserError):
-            raise
-        raise UsageError(str(exc), source="command line") from None
+    derivation = derive_from_options(loaded, param.value, optimizer.value, form,
+                                     derive_options(muon_adjust, decay_policy, decay))
     if emit is Emit.table:
         from paramcalc.report import print_derivation
 

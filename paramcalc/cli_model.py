@@ -25,12 +25,13 @@ from paramcalc.cli import (
     SpecOrModelArg,
     _load,
     app,
+    derive_from_options,
     derive_options,
     parse_width_assignments,
     user_errors,
     write_output,
 )
-from paramcalc.errors import FactoryError, Problem, UsageError, UserError
+from paramcalc.errors import FactoryError, Problem, UsageError
 
 
 def inference_widths(model: str, widths: str | None, scale: str | None) -> dict[str, Any]:
@@ -134,17 +135,11 @@ def audit(
         raise UsageError("audit needs --model pkg.mod:function (your model) and --optim "
                          "pkg.mod:function (model, widths -> your optimizer)", source="command line")
     from paramcalc.auditing import audit as run_audit
-    from paramcalc.engine import derive as run_derive
     from paramcalc.factory import call_factory, load_factory
 
     loaded = spec_or_model(spec, model, base, scale)
-    try:
-        d = run_derive(loaded, param.value, optimizer.value, form=form,
-                       **derive_options(muon_adjust, decay_policy, decay))
-    except ValueError as exc:
-        if isinstance(exc, UserError):
-            raise
-        raise UsageError(str(exc), source="command line") from None
+    d = derive_from_options(loaded, param.value, optimizer.value, form,
+                            derive_options(muon_adjust, decay_policy, decay))
     at = d.resolve_widths(parse_width_assignments(widths))
     built = call_factory(load_factory(model), at, model)
     make = load_factory(optim, "--optim")
