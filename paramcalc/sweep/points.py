@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -190,11 +190,6 @@ def _append(path: Path, record: Mapping[str, Any]) -> None:
         fh.write(start + json.dumps(record, allow_nan=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def config_dict(config: SweepConfig) -> dict[str, Any]:
-    """The config as JSON-ready data (for a report)."""
-    return asdict(config)
 
 
 def parse_log2_grid(text: str) -> tuple[float, ...]:
