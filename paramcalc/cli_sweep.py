@@ -47,6 +47,7 @@ def sweep(
     from paramcalc.cli_verify import _check_plot_format, parse_width_list
     from paramcalc.registry import PARAMETRIZATIONS
     from paramcalc.sweep.points import SweepConfig, check_grid, parse_log2_grid
+    from paramcalc.verify.data import DATASETS
 
     params = tuple(p.strip() for p in param.split(",") if p.strip())
     unknown = [p for p in params if p not in PARAMETRIZATIONS]
@@ -54,8 +55,8 @@ def sweep(
         known = ", ".join(PARAMETRIZATIONS)
         raise UsageError([Problem("--param", f"expected parametrizations among {known}, got {param!r}")],
                          source="command line")
-    if data not in ("digits", "synthetic"):
-        raise UsageError([Problem("--data", f"expected digits or synthetic, got {data!r}")],
+    if data not in DATASETS:
+        raise UsageError([Problem("--data", f"expected one of {', '.join(DATASETS)}, got {data!r}")],
                          source="command line")
     if plot is not None:
         _check_plot_format(plot)

@@ -194,6 +194,9 @@ def verify(
         raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
     chosen = derive_options(muon_adjust, decay_policy, decay)
+    if plot is not None and decay_check:
+        raise UsageError("--plot draws a verify run's slopes; with --decay-check, --json has the "
+                         "figures", source="command line")
     if plot is not None:
         _check_plot_format(plot)
     config = VerifyConfig(
@@ -212,9 +215,6 @@ def verify(
     if decay_check:
         from paramcalc.verify.decay import check_decay
 
-        if plot is not None:
-            raise UsageError("--plot draws a verify run's slopes; with --decay-check, --json has the "
-                             "figures", source="command line")
         report = check_decay(loaded, config,
                              progress=lambda where: typer.echo(f"training at {where}", err=True))
         if json_out is not None:

@@ -169,7 +169,7 @@ class Derivation(Mapping[str, ParamScale]):
         at = self._numeric_widths(widths)
         memo: dict[sympy.Basic, float] = {}
         return finite_values({name: numeric(expr, at, memo) for name, expr in self.constants.items()},
-                       self.spec.source, widths)
+                             self.spec.source, widths)
 
     def evaluate_tied(self, widths: Mapping[str, int] | None = None) -> dict[str, dict[str, float]]:
         """Numbers for :attr:`tied`: ``{layer: {"multiplier", "lr", "init_std"}}`` (effective)."""
@@ -385,4 +385,3 @@ def _warn_attention_as_linears(spec: Spec) -> None:
             "declare each as `kind: attention` "
             "(d_model, n_heads, d_head, names: {q: ..., k: ..., v: ..., o: ...})",
             UserWarning, stacklevel=3)
-

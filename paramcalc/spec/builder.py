@@ -118,11 +118,11 @@ class Builder:
             name = prefix + layer.name
             if layer.kind == "repeat":
                 count = self._count(layer, path)
-                total = len(self._seen) + count * self._size(layer.layers, path)
-                if total > MAX_LAYERS:
+                size = self._size(layer.layers, path)
+                if len(self._seen) + count * size > MAX_LAYERS:
                     self.problems.append(Problem(f"{path}.repeat", (
                         f"the spec would expand to more than {MAX_LAYERS} layers (repeats multiply: "
-                        f"{count} x {self._size(layer.layers, path)} here)")))
+                        f"{count} x {size} here)")))
                     return
                 for k in range(count):
                     self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")

@@ -9,6 +9,7 @@ again). A point whose loss stops being finite is recorded as diverged, with loss
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -68,12 +69,11 @@ def points(config: SweepConfig) -> list[Point]:
 def train_point(spec: Any, point: Point, config: SweepConfig, derivations: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
     """Train one point; its record (losses after each step, final loss, diverged, seconds)."""
-    import sympy
     import torch
 
     from paramcalc.engine import derive
-    from paramcalc.verify.data import make_batch
     from paramcalc.verify.model import apply_parametrization, build
+    from paramcalc.verify.plan import structure
     from paramcalc.verify.widths import sweep
 
     derivations = {} if derivations is None else derivations
@@ -86,18 +86,24 @@ def train_point(spec: Any, point: Point, config: SweepConfig, derivations: dict[
     device = torch.device(config.device)
     model = build(d, widths, factory=None, device=device)
     run = apply_parametrization(d, model, widths, lr=2.0**point.log2_lr)
-    first, last = d.spec.weight_layers[0], d.spec.weight_layers[-1]
-    at = {w.symbol: widths[w.name] for w in d.spec.widths.values()}
-    size = lambda expr: int(sympy.sympify(expr).xreplace(at))  # noqa: E731
-    batch = make_batch(data=config.data, loss=config.loss, batch=config.batch,
-                       n_in=size(first.attrs["fan_in"]), n_out=size(last.attrs["fan_out"]),
-                       sparse=not first.definition.dense(first), seed=point.seed).to(device)
+    shape = structure(d.spec, None)
+    batch = _batch(config.data, config.loss, config.batch, shape.n_in(widths), shape.n_out(widths),
+                   shape.sparse, point.seed).to(device)
     losses = _train(run, batch, config.steps)
     diverged = not math.isfinite(losses[-1])
     return {"parametrization": point.parametrization, "width": point.width, "log2_lr": point.log2_lr,
             "seed": point.seed, **config.settings(), "losses": [_json_number(x) for x in losses],
             "final": _json_number(losses[-1]), "diverged": diverged,
             "seconds": round(time.perf_counter() - start, 4)}
+
+
+@functools.lru_cache(maxsize=16)
+def _batch(data: str, loss: str, size: int, n_in: int, n_out: int, sparse: bool, seed: int) -> Any:
+    """A seed's fixed batch, drawn once per sweep rather than once per point (digits are read from
+    disk): the widths change, the model's input and output do not."""
+    from paramcalc.verify.data import make_batch
+
+    return make_batch(data=data, loss=loss, batch=size, n_in=n_in, n_out=n_out, sparse=sparse, seed=seed)
 
 
 def _train(run: Any, batch: Any, steps: int) -> list[float]:
@@ -110,11 +116,7 @@ def _train(run: Any, batch: Any, steps: int) -> list[float]:
             break
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        try:
-            run.optimizer.step()
-        except RuntimeError as exc:  # lr * factor beyond the dtype's range
-            if "overflow" not in str(exc):
-                raise
+        if not run.step():
             losses.append(math.inf)
             break
     return losses

@@ -244,11 +244,7 @@ class _WidthRun:
                     break
                 self.run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                try:
-                    self.run.optimizer.step()
-                except RuntimeError as exc:  # lr * factor beyond the dtype's range: the step diverges
-                    if "overflow" not in str(exc):
-                        raise
+                if not self.run.step():
                     out.diverged_at = step + 1
                     break
                 if settings.measured(step + 1):

@@ -122,6 +122,17 @@ class Parametrized:
     #: Attention layers whose module has no ``scale`` attribute to set (a factory's own attention).
     unscaled: list[str] = field(default_factory=list)
 
+    def step(self) -> bool:
+        """One optimizer step; False where ``lr * factor`` is beyond the dtype's range (torch refuses
+        to convert it): the run diverges there, a finding and not a crash."""
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:
+            if "overflow" not in str(exc):
+                raise
+            return False
+        return True
+
 
 def apply_parametrization(
     derivation: Derivation,
