@@ -187,7 +187,10 @@ def _train(p: Any, at: Mapping[str, int], seed: int, weight_decay: float) -> dic
         loss = batch.loss_value(out - f0 if s.centered else out)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        run.optimizer.step()
+        if not run.step():
+            raise UsageError([Problem("--lr", f"lr {s.lr:g} times a tensor's factor overflows "
+                                              f"{s.dtype}: the run diverges, there is no decay to measure")],
+                             source="command line")
     params = dict(model.named_parameters())
     return {name: params[name].detach().double() for name in p.derivation if name in params}
 
