@@ -98,7 +98,16 @@ DecayOpt = Annotated[
 ]
 
 
-def derive_options(muon_adjust: str | None, decay_policy: str, decay: str) -> dict[str, Any]:
+DepthAlphaOpt = Annotated[
+    str | None,
+    typer.Option("--depth-alpha", help="Where a repeat's count scales (depth L): each block's branch is "
+                                       "multiplied by (L/L_base)^-alpha, 1 (CompleteP, the default) to "
+                                       "0.5 (depth-muP), or none (no depth scaling)."),
+]
+
+
+def derive_options(muon_adjust: str | None, decay_policy: str, decay: str,
+                   depth_alpha: str | None = None) -> dict[str, Any]:
     """The keyword arguments of :func:`paramcalc.derive` the options above give; a bad value is a
     :class:`UsageError` naming its option."""
     from paramcalc.engine.factors import DECAY_KINDS, POLICIES
@@ -119,7 +128,7 @@ def derive_options(muon_adjust: str | None, decay_policy: str, decay: str) -> di
                                 f"got {', '.join(unknown)}"))
     if problems:
         raise UsageError(problems, source="command line")
-    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy, "decay": kinds}
+    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy, "decay": kinds, "depth_alpha": depth_alpha}
 
 
 def derive_from_options(loaded: Any, param: str, optimizer: str, form: str | None,
@@ -236,6 +245,7 @@ def derive(
     muon_adjust: MuonAdjustOpt = None,
     decay_policy: DecayPolicyOpt = "independent",
     decay: DecayOpt = "weight",
+    depth_alpha: DepthAlphaOpt = None,
 ) -> None:
     """Derive init std, learning-rate factor, multiplier, and epsilon and weight-decay factors of every
     parameter tensor."""
@@ -244,7 +254,7 @@ def derive(
     at = parse_width_assignments(widths)
     loaded = spec_or_model(spec, model, base, scale)
     derivation = derive_from_options(loaded, param.value, optimizer.value, form,
-                                     derive_options(muon_adjust, decay_policy, decay))
+                                     derive_options(muon_adjust, decay_policy, decay, depth_alpha))
     if emit is Emit.table:
         from paramcalc.report import print_derivation
 
@@ -281,6 +291,7 @@ def table(
     model: ModelOpt = None,
     base: BaseOpt = None,
     scale: ScaleOpt = None,
+    depth_alpha: DepthAlphaOpt = None,
 ) -> None:
     """Init std, learning-rate factor and multiplier of every tensor, parametrizations side by side."""
     from paramcalc.cli_model import spec_or_model
@@ -295,6 +306,7 @@ def table(
         optimizers=[optimizer.value] if optimizer else None,
         parametrizations=[param.value] if param else None,
         widths=at if widths else None,
+        depth_alpha=depth_alpha,
     )
     write_output(content, output)
 

@@ -25,7 +25,7 @@ def proportional(spec: Any, lead: str, value: int) -> tuple[dict[str, int], list
     at = {w.name: w.value for w in spec.widths.values()}
     problems = []
     for w in spec.widths.values():
-        if not w.scaling:
+        if not w.scaling or w.depth:  # a depth is its own axis: widths in proportion leave it
             continue
         exact = Fraction(w.value * value, base)
         if exact.denominator != 1:
@@ -55,7 +55,7 @@ def widths_at(spec: Any, **given: int) -> dict[str, int]:
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     resolved = resolve_widths(spec, given)  # unknown names, bad values, fixed widths changed
-    lead = next((name for name in given if spec.widths[name].scaling), None)
+    lead = next((name for name in given if spec.widths[name].scaling and not spec.widths[name].depth), None)
     if lead is None:
         return resolved
     at, problems = proportional(spec, lead, resolved[lead])

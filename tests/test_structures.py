@@ -136,7 +136,7 @@ def test_tied_uses_move_with_the_abc_symmetry():
     [
         (lambda s: s["layers"][-1].update(fan_out="ctx"), "layers[4].tie", "stored shapes differ"),
         (lambda s: s["layers"][-1].update(tie="nope"), "layers[4].tie", "cannot tie 'lm_head' to 'nope'"),
-        (lambda s: s["layers"][2].update(repeat="d"), "layers[2].repeat", "fixed width symbol"),
+        (lambda s: s["layers"][2].update(repeat="d"), "layers[0].dim", "a depth is no dimension"),
         (lambda s: s["layers"][2].update(repeat=0), "layers[2].repeat", "integer from 1 to 10000"),
         (lambda s: s["layers"][2]["layers"][1].update(d_head="dh"), "layers[2].layers[1].d_head",
          "undefined symbol 'dh'"),

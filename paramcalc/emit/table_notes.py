@@ -28,6 +28,8 @@ def table_notes(
                 "entries do)"),
         ("weight_decay", "factor on the weight decay tuned at the base widths (0: not decayed)"),
         ("optimizer", "which optimizer trains the tensor (Muon the hidden matrices, AdamW the others)"),
+        ("depth", "Theta-exponents in the depth L (the number of blocks) of \u03b7 and \u03b5; each block's "
+                  "branch is multiplied by (L / L_base)^-alpha, the residual-branch scale"),
     ]
     said = [h[c] + fmt.text(f": {what}.") for c, what in extra if h[c] in shown]
     if said:

@@ -28,8 +28,9 @@ from paramcalc.emit.printing import exponent_text
 from paramcalc.emit.table_notes import table_notes
 from paramcalc.emit.templating import render
 from paramcalc.engine import Derivation, derive
-from paramcalc.errors import SpecError, lookup
+from paramcalc.errors import SpecError, UsageError, UserError, lookup
 from paramcalc.spec import Spec, load_spec
+from paramcalc.symbolic import theta_exponent
 
 __all__ = [
     "Document",
@@ -47,7 +48,7 @@ __all__ = [
 QUANTITIES = ("init_std", "lr", "multiplier")
 #: Every column a derivation's group may have; eps, weight_decay and optimizer only where they say
 #: something (:func:`_columns`).
-COLUMNS = (*QUANTITIES, "eps", "weight_decay", "optimizer")
+COLUMNS = (*QUANTITIES, "eps", "weight_decay", "optimizer", "depth")
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
 
@@ -144,7 +145,7 @@ def _cells(d: Derivation, name: str, tied: Any = None) -> dict[str, Any]:
     p = d[name]
     own = tied if tied is not None else p
     return {"init_std": own.init_std, "lr": own.lr, "multiplier": own.multiplier, "eps": p.eps,
-            "weight_decay": p.weight_decay, "optimizer": p.optimizer}
+            "weight_decay": p.weight_decay, "optimizer": p.optimizer, "depth": (own.lr, p.eps)}
 
 
 def _rows(derivations: Sequence[Derivation]) -> list[_Row]:
@@ -162,13 +163,15 @@ def _rows(derivations: Sequence[Derivation]) -> list[_Row]:
 def _columns(d: Derivation, rows: Sequence[_Row], i: int, single: bool) -> tuple[str, ...]:
     """The columns of derivation ``i``: init std and lr; the multiplier where one is not 1 (always
     for one derivation); Adam's epsilon factor where one is not 1; the weight-decay factor under a
-    decoupled decay (AdamW, Lion, Muon); the optimizer where two train the tensors (Muon, AdamW)."""
+    decoupled decay (AdamW, Lion, Muon); the optimizer where two train the tensors (Muon, AdamW);
+    where depth scales, the exponents in ``L`` of the learning rate and epsilon (:mod:`paramcalc.engine.depth`)."""
     laws = d.laws.values()
     shown = {
         "multiplier": single or any(r.per[i]["multiplier"] != 1 for r in rows),
         "eps": any(r.per[i]["eps"] != 1 for r in rows),
         "weight_decay": any(law.decoupled_decay for law in laws),
         "optimizer": len(d.laws) > 1,
+        "depth": bool(d.spec.depth_blocks),
     }
     return tuple(c for c in COLUMNS if shown.get(c, True))
 
@@ -234,6 +237,10 @@ def _grid(
                 if q == "optimizer":
                     cells.append(fmt.text(expr))
                     continue
+                if q == "depth":
+                    cells.append(fmt.exponents([exponent_text(theta_exponent(e, d.spec.depth_symbols))
+                                                for e in expr]))
+                    continue
                 value = values[i][r.name][q] if values is not None else None
                 cells.append(fmt.cell(expr, _shown(expr, value)))
             if single:
@@ -247,6 +254,10 @@ def _grid(
     if single:
         lead.append(fmt.headers["shape"])
     return Grid(caption, tuple(lead), tuple(groups), collapsed_rows + tuple(tied_rows), collapsed)
+
+
+def _constants_caption(spec: Spec) -> str:
+    return "Attention-logit and residual-branch scales" if spec.depth_blocks else "Attention-logit scales"
 
 
 def _shown(expr: sympy.Expr, value: float | None) -> float | None:
@@ -305,7 +316,7 @@ def derivation_document(
         + fmt.text(f", {d.optimizer.title} ({d.form} form)")
     )
     grids = [_grid(fmt, [d], at, single=True, caption=title)]
-    constants = _constants_grid(fmt, [d], at, fmt.text("Attention-logit scales"))
+    constants = _constants_grid(fmt, [d], at, fmt.text(_constants_caption(d.spec)))
     if constants is not None:
         grids.append(constants)
     return Document(title, tuple(table_notes(fmt, at, True, grids, d.spec)), (("", tuple(grids)),))
@@ -318,10 +329,12 @@ def table_document(
     optimizers: Iterable[str] | None = None,
     parametrizations: Iterable[str] | None = None,
     widths: Mapping[str, int] | None = None,
+    depth_alpha: float | str | None = None,
 ) -> Document:
     """Parametrizations side by side, one section per optimizer.
 
     Numbers appear only when ``widths`` is given (other widths then take the spec's values).
+    ``depth_alpha``: see :func:`paramcalc.derive`.
     """
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     loaded = load_spec(spec)  # type: ignore[arg-type]
@@ -332,14 +345,14 @@ def table_document(
     at = None
     sections = []
     for opt in opts:
-        derivations = [derive(loaded, p, opt) for p in params]
+        derivations = [derive(loaded, p, opt, depth_alpha=depth_alpha) for p in params]
         if widths is not None and at is None:
             at = derivations[0].resolve_widths(widths)
         title = _title(fmt, opt)
         caption = fmt.text(f"{loaded.name}, ") + title
         grids = [_grid(fmt, derivations, at, single=False, caption=caption)]
         constants = _constants_grid(
-            fmt, derivations, at, caption + fmt.text(": attention-logit scales")
+            fmt, derivations, at, caption + fmt.text(": " + _constants_caption(loaded).lower())
         )
         if constants is not None:
             grids.append(constants)
@@ -366,13 +379,18 @@ def render_table(
     optimizers: Iterable[str] | None = None,
     parametrizations: Iterable[str] | None = None,
     widths: Mapping[str, int] | None = None,
+    depth_alpha: float | str | None = None,
 ) -> str:
     """``paramcalc table``: the side-by-side table of ``spec`` in ``fmt`` (markdown, latex, html)."""
     try:
         table_fmt = get_format(fmt)
     except ValueError as exc:
         raise SpecError(str(exc), source="command line") from None
-    doc = table_document(
-        spec, table_fmt, optimizers=optimizers, parametrizations=parametrizations, widths=widths
-    )
+    try:
+        doc = table_document(spec, table_fmt, optimizers=optimizers, parametrizations=parametrizations,
+                             widths=widths, depth_alpha=depth_alpha)
+    except ValueError as exc:  # a depth_alpha out of range, or given where depth does not scale
+        if isinstance(exc, UserError):
+            raise
+        raise UsageError(str(exc), source="command line") from None
     return render_document(doc, table_fmt)

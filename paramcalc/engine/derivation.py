@@ -15,7 +15,7 @@ from typing import Any
 import sympy
 
 from paramcalc import conditions
-from paramcalc.engine import factors
+from paramcalc.engine import depth, factors
 from paramcalc.engine.optimizers import Optimizer, get_optimizer
 from paramcalc.engine.rules import Rule, TensorShape, get_rule
 from paramcalc.engine.ties import TiedScale, tie
@@ -108,6 +108,9 @@ class Derivation(Mapping[str, ParamScale]):
         self.tied: dict[str, TiedScale] = dict(tied or {})
         #: The weight-decay policy (``independent`` or ``coupled``) and the tensor kinds decayed.
         self.weight_decay, self.decay = policy[0], tuple(policy[1])
+        #: The depth exponent: branch multiplier ``(L / L_base)^-alpha`` (:mod:`paramcalc.engine.depth`);
+        #: None where depth does not scale or is not scaled (``depth_alpha="none"``); set by derive.
+        self.depth_alpha: sympy.Rational | None = None
         #: Optimizer name -> the law, for every optimizer that trains a tensor here.
         self.laws: dict[str, Optimizer] = {o.name: o for o in optimizer.trained_with}
 
@@ -243,10 +246,12 @@ def abc_shift(
         t = theta(derivation[ts.tensor]) if callable(theta) else theta.get(ts.tensor, ONE)
         # The stored tensor is divided by t: each use multiplies by t to compute the same thing.
         tied[layer] = replace(ts, multiplier=ts.multiplier * sympy.sympify(t))
-    return Derivation(
+    shifted = Derivation(
         derivation.spec, derivation.parametrization, derivation.optimizer, form, params,
         derivation.constants, tied, policy=(derivation.weight_decay, derivation.decay),
     )
+    shifted.depth_alpha = derivation.depth_alpha
+    return shifted
 
 
 def _exponents(
@@ -283,6 +288,7 @@ def derive(
     weight_decay: str = "independent",
     decay: Collection[str] = ("weight",),
     muon_adjust: str | None = None,
+    depth_alpha: float | str | None = None,
 ) -> Derivation:
     """Derive per-tensor init std, learning-rate factor, multiplier, and epsilon and weight-decay factors.
 
@@ -292,6 +298,9 @@ def derive(
     ``lr * weight_decay`` kept at its base value; ``coupled``: torch's plain weight decay) and
     ``decay`` the tensor kinds decayed (:mod:`paramcalc.engine.factors`). ``muon_adjust`` is
     ``torch.optim.Muon``'s ``adjust_lr_fn`` (``original``, the default, or ``match_rms_adamw``).
+    ``depth_alpha`` (where a repeat's count scales): the branch multiplier ``(L/L_base)^-alpha`` with
+    its learning-rate and epsilon factors inside the blocks, 1 (CompleteP, the default) to 1/2
+    (depth-muP), or ``"none"`` (:mod:`paramcalc.engine.depth`).
 
     >>> d = derive({"name": "m", "widths": {"d": {"base": 64}, "n0": 10},
     ...             "layers": [{"name": "fc", "fan_in": "n0", "fan_out": "d"}]})
@@ -312,13 +321,16 @@ def derive(
     # Base widths replace only the scaling symbols: fixed ones stay symbols, so that muP's width
     # multipliers read d/256 rather than 12*d/n_in.
     base = {s: v for s, v in spec.base_values.items() if s in scaling}
+    alpha = depth.parse_alpha(depth_alpha, spec)
     params = _param_scales(spec, rule, opt, form, base, (weight_decay, decay))
+    params, constants = depth.apply_depth(spec, params, {o.name: o for o in opt.trained_with}, alpha)
     tied = _tied_scales(spec, rule, opt, form, base)
-    constants: dict[str, sympy.Expr] = {}
     for layer in spec.layers:
         constants.update(layer.definition.constants(layer, rule, base))
     _warn_attention_as_linears(spec)
-    return Derivation(spec, rule.name, opt, form, params, constants, tied, policy=(weight_decay, decay))
+    d = Derivation(spec, rule.name, opt, form, params, constants, tied, policy=(weight_decay, decay))
+    d.depth_alpha = alpha
+    return d
 
 
 def _param_scales(

@@ -19,7 +19,7 @@ fixed      no               no                a layer between fixed dimensions
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,7 +32,7 @@ from paramcalc.symbolic import theta_exponent
 if TYPE_CHECKING:
     from paramcalc.spec.topology import Topology
 
-__all__ = ["Layer", "Spec", "Tensor", "TiedUse", "Width"]
+__all__ = ["DepthBlock", "Layer", "Spec", "Tensor", "TiedUse", "Width"]
 
 Role = Literal["input", "hidden", "output", "fixed"]
 Layout = Literal["out_in", "in_out", "vector", "conv", "param"]
@@ -41,12 +41,37 @@ ONE = sympy.Integer(1)
 
 @dataclass(frozen=True)
 class Width:
-    """A width symbol: fixed (``value`` is the dimension) or scaling (``value`` is the base)."""
+    """A width symbol: fixed (``value`` is the dimension) or scaling (``value`` is the base).
+
+    ``depth``: a scaling width that counts the blocks of a ``repeat`` (``n_layers: {base: 4}``), the
+    depth ``L``. It is no dimension of any tensor and not part of the width axis: Theta-exponents in
+    width (:attr:`Spec.scaling_symbols`) hold it fixed, and widths in proportion leave it alone.
+    """
 
     name: str
     symbol: sympy.Symbol
     value: int
     scaling: bool
+    depth: bool = False
+
+
+@dataclass(frozen=True)
+class DepthBlock:
+    """A ``repeat`` whose count is a scaling width: its blocks are residual branches whose number
+    ``L`` grows (:mod:`paramcalc.engine.depth`). ``count`` is how many blocks this spec expanded
+    (the base ``L`` unless built with :meth:`Spec.at_depth`); tensors inside are named ``<name>.<i>.``."""
+
+    name: str
+    width: str
+    count: int
+
+    def holds(self, name: str) -> bool:
+        """Whether the layer or tensor ``name`` lies inside one of this repeat's blocks."""
+        return name.startswith(self.name + ".")
+
+    def index(self, name: str) -> int:
+        """The block index of ``name`` (``blocks.3.attn.q.weight`` -> 3)."""
+        return int(name[len(self.name) + 1:].split(".", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -165,11 +190,11 @@ class Spec:
     model: Any = field(default=None, repr=False)  # the validated schema.SpecModel
     #: What a reader should check (an inferred spec's raw parameters, attention it did not know).
     notes: tuple[str, ...] = ()
+    #: The repeats whose count scales (depth); empty when depth is fixed.
+    depth_blocks: tuple[DepthBlock, ...] = ()
 
     def annotated(self, *, source: str, notes: tuple[str, ...] = ()) -> Spec:
         """This spec under another ``source`` name, with ``notes``."""
-        from dataclasses import replace
-
         return replace(self, source=source, notes=tuple(notes))
 
     def to_yaml(self) -> str:
@@ -190,7 +215,28 @@ class Spec:
 
     @property
     def scaling_symbols(self) -> frozenset[sympy.Symbol]:
-        return frozenset(w.symbol for w in self.widths.values() if w.scaling)
+        """The width axis: scaling widths, the depth left out."""
+        return frozenset(w.symbol for w in self.widths.values() if w.scaling and not w.depth)
+
+    @property
+    def depth_symbols(self) -> frozenset[sympy.Symbol]:
+        """The depth axis: scaling repeat counts (empty when depth is fixed)."""
+        return frozenset(w.symbol for w in self.widths.values() if w.depth)
+
+    def depth_block(self, name: str) -> DepthBlock | None:
+        """The scaling repeat that the layer or tensor ``name`` lies in, if any."""
+        return next((b for b in self.depth_blocks if b.holds(name)), None)
+
+    def at_depth(self, depths: Mapping[str, int]) -> Spec:
+        """This spec with each scaling repeat expanded to the count ``depths`` gives it (its width's
+        name -> L); the widths keep their bases, so a derivation's depth factors read ``L / L_base``."""
+        from paramcalc.spec.builder import build_spec
+
+        depths = {k: v for k, v in depths.items() if k in self.widths and self.widths[k].depth}
+        if all(b.count == depths.get(b.width, b.count) for b in self.depth_blocks):
+            return self
+        built = build_spec(self.model, self.source, depths=depths)
+        return replace(built, notes=self.notes)
 
     @property
     def base_values(self) -> dict[sympy.Symbol, sympy.Integer]:

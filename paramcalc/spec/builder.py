@@ -19,7 +19,7 @@ from paramcalc import conditions
 from paramcalc.errors import Problem, SpecError
 from paramcalc.kinds import get_kind
 from paramcalc.kinds.linear import LinearLayer
-from paramcalc.spec.architecture import ONE, Layer, Layout, Role, Spec, Tensor, TiedUse, Width
+from paramcalc.spec.architecture import ONE, DepthBlock, Layer, Layout, Role, Spec, Tensor, TiedUse, Width
 from paramcalc.spec.expr import ExprError, parse_expr
 from paramcalc.symbolic import theta_exponent, width_symbol
 
@@ -32,18 +32,24 @@ MAX_LAYERS = 50_000
 class Builder:
     """Parses expressions and expands layers into tensors, collecting every problem found."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, depths: Mapping[str, int] | None = None) -> None:
         self.model = model
         self.problems: list[Problem] = []
         self.widths: dict[str, Width] = {}
+        counts = _repeat_counts(model.layers)
         for name, value in model.widths.items():
             scaling = not isinstance(value, int)
             self.widths[name] = Width(
-                name, width_symbol(name), value if isinstance(value, int) else value.base, scaling
+                name, width_symbol(name), value if isinstance(value, int) else value.base, scaling,
+                depth=scaling and name in counts,
             )
+        #: How many blocks a scaling repeat expands to: its base, or what :meth:`Spec.at_depth` asks.
+        self.depths = {n: w.value for n, w in self.widths.items() if w.depth} | dict(depths or {})
+        self.depth_blocks: list[DepthBlock] = []
         self.symbols = {name: w.symbol for name, w in self.widths.items()}
         self.base = {w.symbol: sympy.Integer(w.value) for w in self.widths.values()}
-        self.scaling = frozenset(w.symbol for w in self.widths.values() if w.scaling)
+        self.scaling = frozenset(w.symbol for w in self.widths.values() if w.scaling and not w.depth)
+        self._depth_symbols = {w.symbol: n for n, w in self.widths.items() if w.depth}
         self._dim_cache: dict[object, sympy.Expr] = {}
         self._role_cache: dict[tuple[sympy.Expr, sympy.Expr], Role] = {}
         self.tensors: list[Tensor] = []
@@ -70,6 +76,10 @@ class Builder:
                 raise ExprError(f"a dimension must be a positive integer, got {raw}")
             return sympy.Integer(raw)
         expr = parse_expr(raw, self.symbols)
+        depth = sorted(self._depth_symbols[s] for s in expr.free_symbols if s in self._depth_symbols)
+        if depth:
+            raise ExprError(f"{raw!r} uses {depth[0]}, which counts the blocks of a repeat whose count "
+                            "scales (a depth): a depth is no dimension")
         at_base = expr.xreplace(self.base)
         if not (at_base.is_Integer and at_base > 0):
             raise ExprError(
@@ -124,11 +134,20 @@ class Builder:
                         f"the spec would expand to more than {MAX_LAYERS} layers (repeats multiply: "
                         f"{count} x {size} here)")))
                     return
+                if isinstance(layer.repeat, str) and layer.repeat in self.depths:
+                    self._depth_block(name, layer.repeat, count, path)
                 for k in range(count):
                     self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")
                 continue
             if self.claim(name, path):
                 get_kind(_kind_name(layer)).expand(self, name, layer, path)
+
+    def _depth_block(self, name: str, width: str, count: int, path: str) -> None:
+        if any(b.holds(name) for b in self.depth_blocks):
+            self.problems.append(Problem(f"{path}.repeat", (
+                f"{name!r} repeats {width} inside a repeat that already scales with depth: one "
+                "scaling repeat count per nest")))
+        self.depth_blocks.append(DepthBlock(name, width, count))
 
     def _size(self, layers: list, path: str) -> int:
         """Layers a block expands to, counting nested repeats, computed before expanding it."""
@@ -156,19 +175,21 @@ class Builder:
         if isinstance(block.repeat, int):
             return block.repeat
         width = self.widths.get(block.repeat)
+        value = None if width is None else self.depths.get(width.name, width.value)
         if quiet:  # sizing a block: problems are reported when it is expanded
-            return 0 if width is None or width.scaling else min(width.value, 10_000)
-        if width is None or width.scaling:
-            fixed = ", ".join(n for n, w in self.widths.items() if not w.scaling) or "none"
+            return 0 if value is None else min(value, 10_000)
+        if value is None:
+            names = ", ".join(self.widths) or "none"
             self.problems.append(Problem(
                 f"{path}.repeat",
-                f"expected an integer or a fixed width symbol (fixed: {fixed}), got {block.repeat!r}",
+                f"expected an integer or a width symbol (a fixed count, or {{base: N}} for a depth that "
+                f"scales; widths: {names}), got {block.repeat!r}",
             ))
             return 0
-        if width.value > 10_000:
-            self.problems.append(Problem(f"{path}.repeat", "at most 10000 repeats"))
+        if value > 10_000 or value < 1:
+            self.problems.append(Problem(f"{path}.repeat", f"a repeat count from 1 to 10000, got {value}"))
             return 0
-        return width.value
+        return value
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -266,9 +287,21 @@ def _kind_name(entry: Any) -> str:
     return schema._TAGS[entry.kind]
 
 
-def build_spec(model: Any, source: str) -> Spec:
-    """Resolve a validated ``schema.SpecModel`` into a :class:`Spec`; raise :class:`SpecError`."""
-    builder = Builder(model)
+def _repeat_counts(layers: list) -> set[str]:
+    """The width names used as repeat counts, nested repeats included."""
+    names: set[str] = set()
+    for layer in layers:
+        if layer.kind == "repeat":
+            if isinstance(layer.repeat, str):
+                names.add(layer.repeat)
+            names |= _repeat_counts(layer.layers)
+    return names
+
+
+def build_spec(model: Any, source: str, depths: Mapping[str, int] | None = None) -> Spec:
+    """Resolve a validated ``schema.SpecModel`` into a :class:`Spec`; raise :class:`SpecError`.
+    ``depths`` expands each scaling repeat to that many blocks (default: its base)."""
+    builder = Builder(model, depths)
     builder.build()
     if builder.problems:
         raise SpecError(builder.problems, source=source)
@@ -280,4 +313,5 @@ def build_spec(model: Any, source: str) -> Spec:
         source=source,
         layers=tuple(builder.layers),
         model=model,
+        depth_blocks=tuple(builder.depth_blocks),
     )

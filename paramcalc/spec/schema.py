@@ -71,7 +71,7 @@ def _check_repeat(value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:
         raise ValueError(
-            f"expected a repeat count: an integer from 1 to 10000 or a fixed width symbol, got {show(value)}"
+            f"expected a repeat count: an integer from 1 to 10000 or a width symbol, got {show(value)}"
         )
     return value
 

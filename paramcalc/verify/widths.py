@@ -19,7 +19,7 @@ __all__ = ["attention_heads", "lead_width", "sweep"]
 
 def lead_width(spec: Spec) -> str:
     """The name of the spec's first scaling width: the one a sweep varies (its ``n``)."""
-    return next(w.name for w in spec.widths.values() if w.scaling)
+    return next(w.name for w in spec.widths.values() if w.scaling and not w.depth)
 
 
 def sweep(spec: Spec, values: Iterable[int]) -> list[dict[str, int]]:
@@ -33,7 +33,7 @@ def sweep(spec: Spec, values: Iterable[int]) -> list[dict[str, int]]:
     >>> sweep(spec, [32, 128])
     [{'d': 32, 'h': 1}, {'d': 128, 'h': 4}]
     """
-    scaling = [w for w in spec.widths.values() if w.scaling]
+    scaling = [w for w in spec.widths.values() if w.scaling and not w.depth]
     if not scaling:
         raise SpecError([Problem("widths", "no scaling width (a {base: N} entry) to sweep over")],
                         source=spec.source)

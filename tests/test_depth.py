@@ -1,0 +1,195 @@
+"""Depth: a repeat whose count scales, and the factors derived for it (paramcalc.engine.depth).
+
+The expected factors are written out here from their sources, not computed by paramcalc:
+CompleteP's Table 1 (Dey et al. 2025, arXiv:2505.01618), its reference code (EleutherAI
+nanoGPT-mup, branch ``completep``, ``model.py``: ``Block.residual_scaling`` and
+``configure_optimizers``), and Tensor Programs VI (Yang et al. 2023: depth-muP with SGD keeps the
+learning rate, branches times 1/sqrt(L)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import paramcalc
+from paramcalc.errors import SpecError
+
+GPT = "examples/gpt_depth.yaml"
+L_BASE, D_BASE = 4, 64
+DEPTHS = (4, 8, 16, 32)
+WIDTH_MULTS = (1, 2, 4)
+
+
+def _at(d, m_n: int, depth: int) -> dict[str, dict[str, float]]:
+    widths = paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth}
+    return d.evaluate(widths)
+
+
+def _group(name: str) -> str:
+    """nanoGPT-mup's optimizer groups, by its own test on the parameter name."""
+    if name in ("wte.weight", "wpe.weight"):
+        return "emb"
+    if name.startswith("ln_f."):
+        return "final_ln"
+    if ".ln_" in name:
+        return "hidden_ln"
+    return "hidden_weight" if name.endswith(".weight") else "hidden_bias"
+
+
+def _recipe(group: str, m_n: float, m_l: float, alpha: float) -> dict[str, float]:
+    """``configure_optimizers`` of the completep branch (depth_alpha_enabled, mup_enabled):
+    ``lr_scale`` and ``weight_decay`` (in units of the base weight decay) per group; its one
+    ``adam_eps`` is scaled by ``(1 / m_N) * m_L ** -alpha`` for every group."""
+    depth_lr = m_l ** (alpha - 1)
+    table = {
+        "emb": (1.0, 1.0),
+        "hidden_ln": (depth_lr, 0.0),
+        "hidden_weight": (depth_lr / m_n, m_n),  # weight_decay / width_lr_scaling
+        "hidden_bias": (depth_lr, 0.0),
+        "final_ln": (1.0, 0.0),
+    }
+    lr, wd = table[group]
+    return {"lr": lr, "weight_decay": wd, "eps": m_l ** -alpha / m_n}
+
+
+@pytest.mark.parametrize("alpha", [1, 0.5])
+def test_nanogpt_mup_completep_recipe(alpha):
+    """Every tensor's lr, weight decay and (inside blocks) epsilon factor, and the branch multiplier,
+    at width multipliers 1, 2, 4 and depths 4..32, against the completep branch's recipe."""
+    d = paramcalc.derive(GPT, "mup", "adamw", decay=("weight", "embedding"), depth_alpha=alpha)
+    for m_n in WIDTH_MULTS:
+        for depth in DEPTHS:
+            m_l = depth / L_BASE
+            values = _at(d, m_n, depth)
+            residual = d.evaluate_constants(paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth})
+            assert residual["blocks.residual"] == pytest.approx(m_l ** -alpha)  # Block.residual_scaling
+            for name, got in values.items():
+                want = _recipe(_group(name), m_n, m_l, alpha)
+                assert got["lr"] == pytest.approx(want["lr"]), (name, m_n, depth)
+                assert got["weight_decay"] == pytest.approx(want["weight_decay"]), (name, m_n, depth)
+                if name.startswith("blocks."):
+                    assert got["eps"] == pytest.approx(want["eps"]), (name, m_n, depth)
+                else:
+                    # The recipe has one AdamW epsilon, so it scales the embeddings' and final norm's
+                    # by m_L^-alpha too; their gradients carry no branch multiplier, and paramcalc
+                    # gives them muP's width factor only (per-tensor eps groups).
+                    assert got["eps"] == pytest.approx(1 / m_n), (name, m_n, depth)
+
+
+def test_init_and_output_multiplier_as_mup_at_every_depth():
+    """Init stds: hidden ``init_std / sqrt(m_N)``, embeddings a constant, no depth factor; the
+    tied readout computes with ``1 / m_N`` (the recipe's ``mup_output_alpha / m_N``)."""
+    d = paramcalc.derive(GPT, "mup", "adamw")
+    base = _at(d, 1, L_BASE)
+    for m_n in WIDTH_MULTS:
+        for depth in DEPTHS:
+            values = _at(d, m_n, depth)
+            for name, got in values.items():
+                ratio = got["init_std"] / base[name]["init_std"] if base[name]["init_std"] else 0.0
+                hidden = d[name].role == "hidden"
+                assert ratio == pytest.approx(1 / math.sqrt(m_n) if hidden else (1.0 if base[name]["init_std"] else 0.0))
+            tied = d.evaluate_tied(paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth})
+            assert tied["lm_head"]["multiplier"] == pytest.approx(1 / m_n)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "lion", "muon"])
+@pytest.mark.parametrize("alpha", [1, 0.5])
+def test_completep_table1_depth_exponents(optimizer, alpha):
+    """CompleteP Table 1, in exponents of L: inside blocks lr L^(alpha-1) and (with an epsilon)
+    eps L^-alpha; outside blocks no depth factor. A scale-free step (Adam, Lion, Muon) gets the same."""
+    d = paramcalc.derive(GPT, "mup", optimizer, depth_alpha=alpha)
+    depth = d.spec.depth_symbols
+    for name, p in d.items():
+        lr, eps = paramcalc.symbolic.theta_exponent(p.lr, depth), paramcalc.symbolic.theta_exponent(p.eps, depth)
+        inside = name.startswith("blocks.")
+        assert float(lr) == ((alpha - 1) if inside else 0), name
+        has_eps = d.law(name).has_eps
+        assert float(eps) == (-alpha if inside and has_eps else 0), name
+
+
+@pytest.mark.parametrize("alpha, exponent", [(0.5, 0), (1, 1), (0.75, 0.5)])
+def test_sgd_depth_factor(alpha, exponent):
+    """SGD's step scales with the gradient, which the branch multiplier scales by m_L^-alpha: the lr
+    factor inside blocks is m_L^(2 alpha - 1). At alpha = 1/2 that is 1: TP VI's depth-muP with SGD."""
+    d = paramcalc.derive(GPT, "mup", "sgd", depth_alpha=alpha)
+    for name, p in d.items():
+        got = paramcalc.symbolic.theta_exponent(p.lr, d.spec.depth_symbols)
+        assert float(got) == (exponent if name.startswith("blocks.") else 0), name
+
+
+def test_spectral_takes_the_same_depth_factors():
+    spectral = paramcalc.derive(GPT, "spectral", "adam", depth_alpha=0.5)
+    flat = paramcalc.derive(GPT, "spectral", "adam", depth_alpha="none")
+    w = {"n_layers": 16}
+    a, b = spectral.evaluate(w), flat.evaluate(w)
+    for name in a:
+        want = 0.5 if name.startswith("blocks.") else 1.0  # (16 / 4) ** (1/2 - 1)
+        assert a[name]["lr"] == pytest.approx(b[name]["lr"] * want), name
+        assert a[name]["init_std"] == b[name]["init_std"]
+
+
+def test_no_depth_scaling_is_the_width_rule():
+    flat = paramcalc.derive(GPT, "mup", "adam", depth_alpha="none")
+    assert flat.depth_alpha is None
+    assert flat.constants["blocks.residual"] == 1
+    assert all(paramcalc.symbolic.theta_exponent(p.lr, flat.spec.depth_symbols) == 0 for p in flat.values())
+
+
+def test_default_alpha_is_completep_and_width_exponents_ignore_depth():
+    d = paramcalc.derive(GPT, "mup", "adam")
+    assert d.depth_alpha == 1
+    fixed = paramcalc.derive("examples/gpt.yaml", "mup", "adam")
+    assert fixed.depth_alpha is None and "blocks.residual" not in fixed.constants
+    # The width exponents of a tensor inside a block are muP's, whatever the depth factor.
+    exps = d["blocks.0.attn.q.weight"].exponents
+    assert {k: float(v) for k, v in exps.items()} == {"init_std": -0.5, "lr": -1, "multiplier": 0}
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.5, "abc", -1])
+def test_alpha_out_of_range(alpha):
+    with pytest.raises(ValueError, match="from 1/2 to 1"):
+        paramcalc.derive(GPT, "mup", "adam", depth_alpha=alpha)
+
+
+def test_alpha_without_scaling_depth():
+    with pytest.raises(ValueError, match="no repeat .* scales with depth"):
+        paramcalc.derive("examples/mlp.yaml", "mup", "adam", depth_alpha=1)
+
+
+# The spec ------------------------------------------------------------------------------------
+
+
+def test_spec_at_depth_expands_blocks_and_keeps_the_base():
+    spec = paramcalc.load_spec(GPT)
+    assert [(b.name, b.width, b.count) for b in spec.depth_blocks] == [("blocks", "n_layers", 4)]
+    deep = spec.at_depth({"n_layers": 16})
+    assert deep.depth_blocks[0].count == 16 and deep.widths["n_layers"].value == 4
+    assert sum(t.name.endswith("attn.q.weight") for t in deep.tensors) == 16
+    assert spec.at_depth({"n_layers": 4}) is spec
+    # Width and depth are separate axes: widths in proportion leave the depth as it is.
+    assert paramcalc.widths_at(spec, d_model=256)["n_layers"] == 4
+    assert spec.widths["n_layers"].symbol not in spec.scaling_symbols
+
+
+def _spec(layers, widths=None):
+    return {"name": "s", "widths": widths or {"d": {"base": 8}, "L": {"base": 2}}, "layers": layers}
+
+
+def test_a_depth_is_no_dimension():
+    with pytest.raises(SpecError, match="uses L, which counts the blocks .* a depth is no dimension"):
+        paramcalc.load_spec(_spec([{"name": "b", "repeat": "L", "layers": [{"name": "fc", "fan_in": "d",
+                                                                              "fan_out": "L"}]}]))
+
+
+def test_one_scaling_repeat_per_nest():
+    inner = {"name": "inner", "repeat": "L", "layers": [{"name": "fc", "fan_in": "d", "fan_out": "d"}]}
+    with pytest.raises(SpecError, match="one scaling repeat count per nest"):
+        paramcalc.load_spec(_spec([{"name": "outer", "repeat": "L", "layers": [inner]}]))
+
+
+def test_unknown_repeat_count_names_the_widths():
+    with pytest.raises(SpecError, match=r"expected an integer or a width symbol .*got 'K'"):
+        paramcalc.load_spec(_spec([{"name": "b", "repeat": "K", "layers": [{"name": "fc", "fan_in": "d",
+                                                                              "fan_out": "d"}]}]))
