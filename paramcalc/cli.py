@@ -128,7 +128,8 @@ def derive_options(muon_adjust: str | None, decay_policy: str, decay: str,
                                 f"got {', '.join(unknown)}"))
     if problems:
         raise UsageError(problems, source="command line")
-    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy, "decay": kinds, "depth_alpha": depth_alpha}
+    return {"muon_adjust": muon_adjust, "weight_decay": decay_policy, "decay": kinds,
+            "depth_alpha": depth_alpha}
 
 
 def derive_from_options(loaded: Any, param: str, optimizer: str, form: str | None,

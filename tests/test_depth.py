@@ -22,9 +22,12 @@ DEPTHS = (4, 8, 16, 32)
 WIDTH_MULTS = (1, 2, 4)
 
 
+def _widths(d, m_n: int, depth: int) -> dict[str, int]:
+    return paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth}
+
+
 def _at(d, m_n: int, depth: int) -> dict[str, dict[str, float]]:
-    widths = paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth}
-    return d.evaluate(widths)
+    return d.evaluate(_widths(d, m_n, depth))
 
 
 def _group(name: str) -> str:
@@ -63,7 +66,7 @@ def test_nanogpt_mup_completep_recipe(alpha):
         for depth in DEPTHS:
             m_l = depth / L_BASE
             values = _at(d, m_n, depth)
-            residual = d.evaluate_constants(paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth})
+            residual = d.evaluate_constants(_widths(d, m_n, depth))
             assert residual["blocks.residual"] == pytest.approx(m_l ** -alpha)  # Block.residual_scaling
             for name, got in values.items():
                 want = _recipe(_group(name), m_n, m_l, alpha)
@@ -87,10 +90,12 @@ def test_init_and_output_multiplier_as_mup_at_every_depth():
         for depth in DEPTHS:
             values = _at(d, m_n, depth)
             for name, got in values.items():
-                ratio = got["init_std"] / base[name]["init_std"] if base[name]["init_std"] else 0.0
-                hidden = d[name].role == "hidden"
-                assert ratio == pytest.approx(1 / math.sqrt(m_n) if hidden else (1.0 if base[name]["init_std"] else 0.0))
-            tied = d.evaluate_tied(paramcalc.widths_at(d, d_model=D_BASE * m_n) | {"n_layers": depth})
+                if not base[name]["init_std"]:  # constant inits (zero biases, unit gains) stay so
+                    assert got["init_std"] == 0, name
+                    continue
+                ratio = got["init_std"] / base[name]["init_std"]
+                assert ratio == pytest.approx(1 / math.sqrt(m_n) if d[name].role == "hidden" else 1.0), name
+            tied = d.evaluate_tied(_widths(d, m_n, depth))
             assert tied["lm_head"]["multiplier"] == pytest.approx(1 / m_n)
 
 

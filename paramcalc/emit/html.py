@@ -69,7 +69,8 @@ HTML = TableFormat(
     repeated=lambda pattern, count: f"{_name(pattern)} &#215;{count}",
     tied=lambda layer, tensor: f"{_name(layer)} (uses {_name(tensor)})",
     headers={
-        "depth": "L-exponents (&#951;, &#949;)", "eps": "&#949;<sub>&#8467;</sub>", "weight_decay": "&#955;<sub>&#8467;</sub>",
+        "depth": "L-exponents (&#951;, &#949;)",
+        "eps": "&#949;<sub>&#8467;</sub>", "weight_decay": "&#955;<sub>&#8467;</sub>",
         "optimizer": "optimizer",
         "tensor": "tensor", "role": "role", "shape": "shape", "init_std": "&#963;<sub>&#8467;</sub>",
         "lr": "&#951;<sub>&#8467;</sub>", "multiplier": "multiplier", "exponents": "exponents",

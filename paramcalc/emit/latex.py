@@ -69,7 +69,8 @@ LATEX = TableFormat(
     repeated=lambda pattern, count: rf"{_name(pattern)} ($\times {count}$)",
     tied=lambda layer, tensor: rf"{_name(layer)} (uses {_name(tensor)})",
     headers={
-        "depth": r"$L$-exponents ($\eta_\ell$, $\epsilon_\ell$)", "eps": r"$\epsilon_\ell$", "weight_decay": r"$\lambda_\ell$", "optimizer": "Optimizer",
+        "depth": r"$L$-exponents ($\eta_\ell$, $\epsilon_\ell$)",
+        "eps": r"$\epsilon_\ell$", "weight_decay": r"$\lambda_\ell$", "optimizer": "Optimizer",
         "tensor": "Tensor", "role": "Role", "shape": "Shape", "init_std": r"$\sigma_\ell$",
         "lr": r"$\eta_\ell$", "multiplier": "Multiplier", "exponents": "Exponents",
         "constant": "Constant", "scale": "Scale",

@@ -48,7 +48,8 @@ MARKDOWN = TableFormat(
     repeated=lambda pattern, count: f"{_code(pattern)} \u00d7{count}",
     tied=lambda layer, tensor: f"{_code(layer)} (uses {_code(tensor)})",
     headers={
-        "depth": "L-exponents (\u03b7, \u03b5)", "eps": "\u03b5", "weight_decay": "\u03bb", "optimizer": "optimizer",
+        "depth": "L-exponents (\u03b7, \u03b5)",
+        "eps": "\u03b5", "weight_decay": "\u03bb", "optimizer": "optimizer",
         "tensor": "tensor", "role": "role", "shape": "shape", "init_std": "\u03c3", "lr": "\u03b7",
         "multiplier": "multiplier", "exponents": "exponents", "constant": "constant",
         "scale": "scale",

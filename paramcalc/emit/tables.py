@@ -164,7 +164,8 @@ def _columns(d: Derivation, rows: Sequence[_Row], i: int, single: bool) -> tuple
     """The columns of derivation ``i``: init std and lr; the multiplier where one is not 1 (always
     for one derivation); Adam's epsilon factor where one is not 1; the weight-decay factor under a
     decoupled decay (AdamW, Lion, Muon); the optimizer where two train the tensors (Muon, AdamW);
-    where depth scales, the exponents in ``L`` of the learning rate and epsilon (:mod:`paramcalc.engine.depth`)."""
+    where depth scales, the exponents in ``L`` of the learning rate and epsilon
+    (:mod:`paramcalc.engine.depth`)."""
     laws = d.laws.values()
     shown = {
         "multiplier": single or any(r.per[i]["multiplier"] != 1 for r in rows),
