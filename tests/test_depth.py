@@ -15,6 +15,7 @@ import pytest
 
 import paramcalc
 from paramcalc.errors import SpecError
+from paramcalc.symbolic import theta_exponent
 
 GPT = "examples/gpt_depth.yaml"
 L_BASE, D_BASE = 4, 64
@@ -107,7 +108,7 @@ def test_completep_table1_depth_exponents(optimizer, alpha):
     d = paramcalc.derive(GPT, "mup", optimizer, depth_alpha=alpha)
     depth = d.spec.depth_symbols
     for name, p in d.items():
-        lr, eps = paramcalc.symbolic.theta_exponent(p.lr, depth), paramcalc.symbolic.theta_exponent(p.eps, depth)
+        lr, eps = theta_exponent(p.lr, depth), theta_exponent(p.eps, depth)
         inside = name.startswith("blocks.")
         assert float(lr) == ((alpha - 1) if inside else 0), name
         has_eps = d.law(name).has_eps
@@ -120,7 +121,7 @@ def test_sgd_depth_factor(alpha, exponent):
     factor inside blocks is m_L^(2 alpha - 1). At alpha = 1/2 that is 1: TP VI's depth-muP with SGD."""
     d = paramcalc.derive(GPT, "mup", "sgd", depth_alpha=alpha)
     for name, p in d.items():
-        got = paramcalc.symbolic.theta_exponent(p.lr, d.spec.depth_symbols)
+        got = theta_exponent(p.lr, d.spec.depth_symbols)
         assert float(got) == (exponent if name.startswith("blocks.") else 0), name
 
 
@@ -139,7 +140,7 @@ def test_no_depth_scaling_is_the_width_rule():
     flat = paramcalc.derive(GPT, "mup", "adam", depth_alpha="none")
     assert flat.depth_alpha is None
     assert flat.constants["blocks.residual"] == 1
-    assert all(paramcalc.symbolic.theta_exponent(p.lr, flat.spec.depth_symbols) == 0 for p in flat.values())
+    assert all(theta_exponent(p.lr, flat.spec.depth_symbols) == 0 for p in flat.values())
 
 
 def test_default_alpha_is_completep_and_width_exponents_ignore_depth():
