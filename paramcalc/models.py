@@ -63,6 +63,7 @@ __all__ = [
     "is_transformer",
     "parameter_shapes",
     "set_attention_scales",
+    "set_residual_scales",
     "transformer_problems",
 ]
 
@@ -82,6 +83,11 @@ class _SpecModule(nn.Module):
         self.activation = activation
         self._plan: tuple[Step, ...] = ()
         self._ties: tuple[tuple[str, str], ...] = ()  # (using layer, owning layer)
+        #: Branch multiplier of each repeat whose count scales (``{"blocks.residual": 0.25}``), 1 until
+        #: set from the derivation (:func:`set_residual_scales`); a branch inside such a repeat
+        #: computes ``x + scale * branch(norm(x))``.
+        self.residual_scales: dict[str, float] = {}
+        self._residual_keys: dict[str, str] = {}  # branch layer -> its repeat's residual key
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> _SpecModule:
         # Every conversion (.to, .double, .to_empty, ...) goes through here. Some give each module a
@@ -139,7 +145,9 @@ class TransformerModel(_SpecModule):
                 x = x + emb(torch.arange(t, device=idx.device))
             elif step.op == "residual":
                 h = self.get_submodule(step.norm)(x) if step.norm else x
-                x = x + self.get_submodule(step.layer)(h)
+                branch = self.get_submodule(step.layer)(h)
+                scale = self.residual_scales.get(self._residual_keys.get(step.layer, ""), 1.0)
+                x = x + (branch if scale == 1.0 else scale * branch)
             elif step.op == "act":
                 x = act(x)
             else:
@@ -256,6 +264,7 @@ def build_model(
     """
     spec = load_spec(spec)
     values = resolve_widths(spec, widths)
+    spec = spec.at_depth(values)  # a repeat whose count scales: as many blocks as widths say
     _check_repeats(spec, values)
     factory: dict[str, object] = {}
     if device is not None:
@@ -269,6 +278,11 @@ def build_model(
     model = cls(spec, values, spec.activation)
     _assemble(model, spec, _Dims(spec, values), factory)
     model._plan = plan.steps
+    model._residual_keys = {
+        step.layer: f"{block.name}.residual" for step in plan.steps
+        if step.op == "residual" and (block := spec.depth_block(step.layer)) is not None
+    }
+    model.residual_scales = dict.fromkeys(sorted(set(model._residual_keys.values())), 1.0)
     return model
 
 
@@ -291,7 +305,7 @@ def _check_repeats(spec: Spec, values: Mapping[str, int]) -> None:
                                   f"when the spec was loaded; got {values[name]}. Load the spec "
                                   f"with {name}: {values[name]} to build that many blocks")
         for name in sorted(_repeat_symbols(spec.model.layers))
-        if name in values and values[name] != spec.widths[name].value
+        if name in values and values[name] != spec.widths[name].value and not spec.widths[name].depth
     ]
     if problems:
         raise SpecError(problems, source=spec.source)
@@ -319,9 +333,24 @@ def set_attention_scales(model: nn.Module, scales: Mapping[str, float]) -> None:
             module.scale = float(scales[key])
 
 
+def set_residual_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
+    """Set the branch multipliers of a model :func:`build_model` built from ``scales``
+    (``d.evaluate_constants(widths)``, or the emitted ``residual_scales(widths)``); return the keys
+    the model has no place for (a model of the user's own: its blocks must apply them)."""
+    own = getattr(model, "residual_scales", None)
+    keys = [k for k in scales if k.endswith(".residual")]
+    if not isinstance(own, dict):
+        return keys
+    missing = [k for k in keys if k not in own]
+    own.update({k: float(scales[k]) for k in keys if k in own})
+    return missing
+
+
 def parameter_shapes(spec: SpecLike, widths: Mapping[str, int] | None = None) -> dict[str, tuple[int, ...]]:
     """The torch shape of every spec tensor at ``widths``, without building a model."""
     spec = load_spec(spec)
-    dims = _Dims(spec, resolve_widths(spec, widths))
+    values = resolve_widths(spec, widths)
+    spec = spec.at_depth(values)
+    dims = _Dims(spec, values)
     return {t.name: tuple(dims(s, t.path) for s in t.shape) for t in spec.tensors}
 

@@ -29,7 +29,7 @@ from torch import nn
 from paramcalc.errors import UsageError
 
 __all__ = ["apply", "attention_modules", "emitted", "install_attention_scales", "make_optimizers",
-           "param_groups", "set_attention_scales"]
+           "param_groups", "set_attention_scales", "set_residual_scales"]
 
 _CACHE: list[tuple[Any, dict[str, Any]]] = []  # (derivation, namespace): the last few, held
 
@@ -49,6 +49,10 @@ def emitted(d: Any) -> dict[str, Any]:
 
 
 def _call(d: Any, fn: str, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` of the emitted code, for the depth the call's widths set (where depth scales)."""
+    widths = next((a for a in args if isinstance(a, Mapping)), None)
+    if widths and d.spec.depth_blocks:
+        d = d.at_depth(widths)
     try:
         return emitted(d)[fn](*args, **kwargs)
     except ValueError as exc:  # the emitted code says what does not match the spec
@@ -106,7 +110,24 @@ def apply(
     _call(d, "init_parameters", model, widths, generator)
     _call(d, "apply_multipliers", model, widths)
     set_attention_scales(model, d, widths)
+    set_residual_scales(model, d, widths)
     return model
+
+
+def set_residual_scales(model: nn.Module, d: Any, widths: Mapping[str, int] | None = None) -> None:
+    """Set the branch multipliers of a residual network whose depth scales (a model paramcalc built);
+    a model that has no place for them is an error: its blocks must compute
+    ``x = x + scale * block(x)`` with ``scale = residual_scales(widths)["<repeat>.residual"]``."""
+    from paramcalc.models import set_residual_scales as install
+
+    scales = _call(d, "residual_scales", widths)
+    missing = install(model, scales)
+    if missing and any(v != 1 for k, v in scales.items() if k in missing):
+        raise UsageError(
+            f"the depth scales: each block's branch must be multiplied by {', '.join(missing)} "
+            f"({', '.join(f'{scales[k]:g}' for k in missing)} here), and paramcalc cannot see this model's "
+            "residual connections; in your block, write `x = x + scale * branch(x)` with "
+            "scale = residual_scales(widths)[...] from the emitted code", source=d.spec.source)
 
 
 def param_groups(

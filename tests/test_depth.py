@@ -199,3 +199,103 @@ def test_unknown_repeat_count_names_the_widths():
     with pytest.raises(SpecError, match=r"expected an integer or a width symbol .*got 'K'"):
         paramcalc.load_spec(_spec([{"name": "b", "repeat": "K", "layers": [{"name": "fc", "fan_in": "d",
                                                                               "fan_out": "d"}]}]))
+
+
+# Emitted code and models ---------------------------------------------------------------------
+
+
+def _emitted(d, target: str, widths=None) -> dict:
+    from paramcalc.emit import emit
+
+    namespace: dict = {}
+    exec(compile(emit(d, target, widths), f"<{target}>", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_emitted_torch_trains_a_deep_model_with_the_recipe():
+    """The file emitted for L = 16 at 2x width: its groups' learning rates and epsilons are the
+    recipe's, and its residual scale reaches the model paramcalc builds."""
+    import torch
+
+    from paramcalc.models import build_model
+
+    d = paramcalc.derive(GPT, "mup", "adamw", depth_alpha=0.5)
+    widths = _widths(d, 2, 16)
+    pc = _emitted(d, "torch", widths)
+    assert pc["DEPTHS"] == {"n_layers": 16}
+    assert pc["residual_scales"](widths) == {"blocks.residual": pytest.approx(0.5)}
+    model = build_model(d.spec, widths)
+    pc["init_parameters"](model, widths)
+    pc["apply_multipliers"](model, widths)
+    groups = pc["param_groups"](model, 1.0, widths, eps=1e-8)
+    for group in groups:
+        for name in group["names"]:
+            want = _recipe(_group(name), 2, 4, 0.5)
+            assert group["lr"] == pytest.approx(want["lr"]), name
+            if name.startswith("blocks."):
+                assert group["eps"] == pytest.approx(1e-8 * want["eps"]), name
+    assert sum(len(g["names"]) for g in groups) == len(list(model.parameters()))
+    paramcalc.models.set_residual_scales(model, pc["residual_scales"](widths))
+    assert model.residual_scales == {"blocks.residual": pytest.approx(0.5)}
+    # The multiplier acts in the forward pass: at 0 the blocks no longer change the output.
+    ids = torch.randint(0, 64, (2, 8))
+    model.residual_scales["blocks.residual"] = 0.0
+    before = model(ids)
+    with torch.no_grad():
+        model.get_submodule("blocks.3.mlp.fc").weight.mul_(3.0)
+    assert torch.equal(before, model(ids))
+    model.residual_scales["blocks.residual"] = 0.5
+    assert not torch.allclose(before, model(ids))
+
+
+def test_emitted_code_refuses_another_depth():
+    d = paramcalc.derive(GPT, "mup", "adam")
+    pc = _emitted(d, "torch")
+    with pytest.raises(ValueError, match=r"lists the blocks of n_layers = 4; emit it again .*n_layers=8"):
+        pc["scales"]({"n_layers": 8})
+    # Width and depth are separate: widths_at scales the widths and leaves the depth.
+    assert pc["widths_at"](d_model=256)["n_layers"] == 4
+
+
+def test_emitted_jax_lists_the_blocks_and_their_scales():
+    pytest.importorskip("jax")
+    d = paramcalc.derive(GPT, "mup", "adam", depth_alpha=1)
+    widths = {"n_layers": 8}
+    ns = _emitted(d, "jax", widths)
+    assert ns["residual_scales"](widths) == {"blocks.residual": pytest.approx(0.5)}
+    assert sum(name.startswith("blocks.7.") for name in ns["PARAMETERS"]) > 0
+    want = d.at_depth(widths).evaluate(widths)
+    for name, s in ns["scales"](widths).items():
+        assert s["eps"] == pytest.approx(want[name]["eps"]), name
+
+
+def test_apply_sets_the_residual_scale_or_says_where_it_goes():
+    import torch
+
+    import paramcalc.torch as pt
+    from paramcalc.errors import UsageError
+    from paramcalc.models import build_model
+
+    d = paramcalc.derive(GPT, "mup", "adam")
+    widths = {"n_layers": 8}
+    model = pt.apply(build_model(d.spec, widths), d, widths)
+    assert model.residual_scales == {"blocks.residual": pytest.approx(0.5)}
+
+    class Own(torch.nn.Module):  # a user's model: paramcalc cannot see its residual connections
+        def __init__(self, inner):
+            super().__init__()
+            self.wte, self.wpe, self.blocks, self.ln_f = inner.wte, inner.wpe, inner.blocks, inner.ln_f
+            self.lm_head = inner.lm_head
+
+    with pytest.raises(UsageError, match=r"x = x \+ scale \* branch\(x\)"):
+        pt.apply(Own(model), d, widths)
+
+
+def test_derivation_at_depth_relabels_without_deriving():
+    d = paramcalc.derive(GPT, "mup", "adam", depth_alpha=0.5)
+    deep = d.at_depth({"n_layers": 12})
+    assert deep is d.at_depth({"n_layers": 12}) and d.at_depth({"n_layers": 4}) is d
+    assert len(deep) == len(d) + 8 * 16  # 16 tensors per block
+    assert deep["blocks.11.attn.o.weight"].lr == d["blocks.0.attn.o.weight"].lr
+    assert deep.constants["blocks.residual"] == d.constants["blocks.residual"]
+    assert "blocks.11.attn.scale" in deep.constants and deep.depth_alpha == d.depth_alpha

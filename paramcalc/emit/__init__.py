@@ -23,7 +23,10 @@ def get_emitter(target: str) -> Callable[..., str]:
 
 
 def emit(derivation: Any, target: str, widths: Mapping[str, int] | None = None) -> str:
-    """Render ``derivation`` as ``target`` (json, markdown, ...)."""
+    """Render ``derivation`` as ``target`` (json, markdown, ...). Where ``widths`` sets a depth (a
+    scaling repeat count), the output lists that many blocks (:meth:`Derivation.at_depth`)."""
+    if widths and getattr(derivation, "spec", None) is not None and derivation.spec.depth_blocks:
+        derivation = derivation.at_depth(widths)
     return get_emitter(target)(derivation, widths)
 
 

@@ -104,6 +104,7 @@ def jax_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dict[
             for layer, ts in d.tied.items()
         ],
         "constants": constant_entries(d, at, code),
+        "residuals": constant_entries(d, at, code, ".residual"),
     }
 
 

@@ -102,7 +102,8 @@ def header(d: Derivation, target: str) -> dict[str, Any]:
         "version_comment": comment(__version__),
         "command": comment(_command(d, target)),
         "scaling": "{" + ", ".join(f"{literal(w.name)}: {w.value}" for w in d.spec.widths.values()
-                                   if w.scaling) + "}",
+                                   if w.scaling and not w.depth) + "}",
+        "depths": "{" + ", ".join(f"{literal(b.width)}: {b.count}" for b in d.spec.depth_blocks) + "}",
     }
 
 
@@ -196,8 +197,11 @@ def tensor_entry(
     }
 
 
-def constant_entries(d: Derivation, widths: Mapping[str, int], code: WidthCode) -> list[dict[str, str]]:
-    """The derivation's constants (attention-logit scales) for a template."""
+def constant_entries(
+    d: Derivation, widths: Mapping[str, int], code: WidthCode, suffix: str = ".scale"
+) -> list[dict[str, str]]:
+    """The derivation's constants named ``*<suffix>`` for a template: attention-logit scales
+    (``.scale``) or residual-branch multipliers (``.residual``)."""
     values = d.evaluate_constants(widths)
     return [
         {
@@ -207,4 +211,5 @@ def constant_entries(d: Derivation, widths: Mapping[str, int], code: WidthCode) 
             "code": code(expr),
         }
         for name, expr in d.constants.items()
+        if name.endswith(suffix)
     ]

@@ -92,6 +92,7 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
             for layer, (w_mult, b_mult) in layer_multiplier_exprs(d).items()
         ],
         "constants": constant_entries(d, at, code),
+        "residuals": constant_entries(d, at, code, ".residual"),
     }
 
 

@@ -121,3 +121,53 @@ def _lr_factor(law: Any, m: sympy.Expr, alpha: sympy.Rational, t: Any) -> sympy.
     if factor.free_symbols - m.free_symbols:
         raise ValueError(f"{law.name}: the depth factor {factor} depends on more than the depth")
     return factor
+
+
+def _in_first_block(block: Any, name: str) -> str:
+    """``blocks.7.attn.q.weight`` -> ``blocks.0.attn.q.weight``: every block has the same scales."""
+    rest = name[len(block.name) + 1:].split(".", 1)
+    return f"{block.name}.0" + (f".{rest[1]}" if len(rest) > 1 else "")
+
+
+def at_depth(d: Any, depths: Mapping[str, int] | None) -> Any:
+    """The derivation ``d`` for its spec expanded to the depths in ``depths`` (width name -> L; other
+    names ignored): every block's tensors take the scales of the first block's, which are the same
+    for every block (no factor depends on a block's index). Derives nothing; returns ``d`` itself
+    where the depth is the one it has, and the same object for the same depths."""
+    wanted = {b.width: int(depths[b.width]) for b in d.spec.depth_blocks if depths and b.width in depths}
+    key = tuple(sorted(wanted.items()))
+    memo = d.__dict__.setdefault("_at_depth", {})
+    if key not in memo:
+        memo[key] = _expand(d, wanted)
+    return memo[key]
+
+
+def _expand(d: Any, depths: Mapping[str, int]) -> Any:
+    from paramcalc.engine.derivation import Derivation
+
+    spec = d.spec.at_depth(depths)
+    if spec is d.spec:
+        return d
+
+    def source(name: str) -> str:
+        block = spec.depth_block(name)
+        return name if block is None else _in_first_block(block, name)
+
+    params = {t.name: replace(d[source(t.name)], name=t.name, tensor=t) for t in spec.tensors}
+    layers = [layer.name for layer in spec.layers]
+    constants = {k: v for k, v in d.constants.items() if spec.depth_block(k) is None}  # blocks.residual
+    tied = {k: v for k, v in d.tied.items() if spec.depth_block(k) is None}
+    for name in layers:
+        if spec.depth_block(name) is not None:
+            if f"{source(name)}.scale" in d.constants:
+                constants[f"{name}.scale"] = d.constants[f"{source(name)}.scale"]
+            if source(name) in d.tied:  # a tie inside a block: to the same block's tensor
+                ts = d.tied[source(name)]
+                first = f"{spec.depth_block(name).name}.0."
+                here = name[:len(name) - len(source(name)) + len(first)]
+                tensor = here + ts.tensor[len(first):] if ts.tensor.startswith(first) else ts.tensor
+                tied[name] = replace(ts, layer=name, tensor=tensor)
+    out = Derivation(spec, d.parametrization, d.optimizer, d.form, params, constants, tied,
+                     policy=(d.weight_decay, d.decay))
+    out.depth_alpha = d.depth_alpha
+    return out

@@ -198,6 +198,11 @@ class Derivation(Mapping[str, ParamScale]):
             for layer, ts in self.tied.items()
         }
 
+    def at_depth(self, depths: Mapping[str, int] | None) -> Derivation:
+        """This derivation with each scaling repeat expanded to the depth ``depths`` names (width
+        name -> L): every block takes the first block's scales (:func:`paramcalc.engine.depth.at_depth`)."""
+        return depth.at_depth(self, depths)
+
     # Forms ------------------------------------------------------------------------------------
     def shift(self, theta: Mapping[str, Any] | Callable[[ParamScale], Any]) -> Derivation:
         """Move to an equivalent form with the abc-symmetry; see :func:`abc_shift`."""
@@ -327,7 +332,9 @@ def derive(
     tied = _tied_scales(spec, rule, opt, form, base)
     for layer in spec.layers:
         constants.update(layer.definition.constants(layer, rule, base))
-    _warn_attention_as_linears(spec)
+    from paramcalc.kinds.attention import warn_attention_as_linears
+
+    warn_attention_as_linears(spec)
     d = Derivation(spec, rule.name, opt, form, params, constants, tied, policy=(weight_decay, decay))
     d.depth_alpha = alpha
     return d
@@ -380,20 +387,3 @@ def _tied_scales(
                 use_rule = rule.scales(_shape(use, base), law, form)
                 tied[use.layer] = tie(owner, use_rule, use, t.name, law, spec.scaling_symbols)
     return tied
-
-
-def _warn_attention_as_linears(spec: Spec) -> None:
-    """Warn when linear layers look like attention's projections: no logit scale is derived for them."""
-    from paramcalc.kinds.attention import attention_as_linears
-
-    parents = attention_as_linears(spec)
-    if parents:
-        import warnings
-
-        where = ", ".join(parents[:3]) + (" ..." if len(parents) > 3 else "")
-        warnings.warn(
-            f"{spec.source or spec.name}: {where}: q, k, v projections written as plain linear layers, so "
-            "no attention-logit scale is derived or set for them (muP's is 1/d_head, not 1/sqrt(d_head)); "
-            "declare each as `kind: attention` "
-            "(d_model, n_heads, d_head, names: {q: ..., k: ..., v: ..., o: ...})",
-            UserWarning, stacklevel=3)

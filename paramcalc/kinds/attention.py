@@ -144,3 +144,19 @@ class Attention(LayerKind):
 
 
 KIND = Attention()
+
+
+def warn_attention_as_linears(spec: Any) -> None:
+    """Warn when linear layers look like attention's projections: no logit scale is derived for them
+    (called by :func:`paramcalc.derive`)."""
+    parents = attention_as_linears(spec)
+    if parents:
+        import warnings
+
+        where = ", ".join(parents[:3]) + (" ..." if len(parents) > 3 else "")
+        warnings.warn(
+            f"{spec.source or spec.name}: {where}: q, k, v projections written as plain linear layers, so "
+            "no attention-logit scale is derived or set for them (muP's is 1/d_head, not 1/sqrt(d_head)); "
+            "declare each as `kind: attention` "
+            "(d_model, n_heads, d_head, names: {q: ..., k: ..., v: ..., o: ...})",
+            UserWarning, stacklevel=3)

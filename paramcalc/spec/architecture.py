@@ -66,8 +66,9 @@ class DepthBlock:
     count: int
 
     def holds(self, name: str) -> bool:
-        """Whether the layer or tensor ``name`` lies inside one of this repeat's blocks."""
-        return name.startswith(self.name + ".")
+        """Whether the layer or tensor ``name`` lies inside one of this repeat's blocks
+        (``blocks.3.attn``; not the repeat's own constant ``blocks.residual``)."""
+        return name.startswith(self.name + ".") and name[len(self.name) + 1:].split(".", 1)[0].isdigit()
 
     def index(self, name: str) -> int:
         """The block index of ``name`` (``blocks.3.attn.q.weight`` -> 3)."""

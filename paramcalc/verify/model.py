@@ -163,6 +163,13 @@ def apply_parametrization(
     from paramcalc.torch import install_attention_scales
 
     unscaled = install_attention_scales(model, derivation, namespace["attention_scales"](widths))
+    from paramcalc.models import set_residual_scales
+
+    residuals = namespace["residual_scales"](widths)
+    if set_residual_scales(model, residuals) and any(v != 1 for v in residuals.values()):
+        raise FactoryError([Problem("model", (
+            "the depth scales, and this model has no `residual_scales` for paramcalc to set: its blocks "
+            f"must multiply their branches by {residuals}"))], source=derivation.spec.source)
     return Parametrized(model, opt, multipliers, True, tied, unscaled)
 
 
