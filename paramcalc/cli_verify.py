@@ -14,6 +14,7 @@ from paramcalc.cli import (
     BaseOpt,
     DecayOpt,
     DecayPolicyOpt,
+    DepthAlphaOpt,
     FormOpt,
     MuonAdjustOpt,
     Opt,
@@ -61,15 +62,15 @@ def _check_plot_format(plot: Path) -> None:
                          f"{', '.join(sorted(formats))}", source="command line")
 
 
-def parse_width_list(text: str) -> list[int]:
+def parse_width_list(text: str, option: str = "--widths") -> list[int]:
     """``"64,128,256"`` -> ``[64, 128, 256]``."""
     values = []
+    what = "values of the spec's first scaling width" if option == "--widths" else "block counts"
     for item in text.split(","):
         item = item.strip()
         if not re.fullmatch(r"[0-9]{1,9}", item) or int(item) <= 0:
             raise UsageError(
-                f"--widths: expected positive integers separated by commas (values of the spec's first "
-                f"scaling width), got {item!r}",
+                f"{option}: expected positive integers separated by commas ({what}), got {item!r}",
                 source="command line",
             )
         values.append(int(item))
@@ -83,10 +84,19 @@ def verify(
     param: ParamOpt = Param.spectral,
     optimizer: OptimizerOpt = Opt.sgd,
     widths: Annotated[
-        str,
+        str | None,
         typer.Option("--widths", help="Values of the spec's first scaling width to train at; other "
-                                      "scaling widths follow in proportion to their bases."),
-    ] = "64,128,256,512,1024",
+                                      "scaling widths follow in proportion to their bases [default: "
+                                      "64,128,256,512,1024; with --depths, the base width]."),
+    ] = None,
+    depths: Annotated[
+        str | None,
+        typer.Option("--depths", help="Instead: train at these block counts of the repeat whose count "
+                                      "scales, e.g. 2,4,8,16 (widths fixed: the base, or each --widths "
+                                      "value), and check the stream, each block's own change and its "
+                                      "updates against their slopes in L."),
+    ] = None,
+    depth_alpha: DepthAlphaOpt = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Full-batch training steps at each width "
                                                            "[default: 3; 50 with --decay-check].")] = None,
     seeds: Annotated[
@@ -193,7 +203,19 @@ def verify(
     except ImportError as exc:
         raise UsageError(f"verify needs torch ({exc}); pip install 'paramcalc[torch]'",
                         source="command line") from None
-    chosen = derive_options(muon_adjust, decay_policy, decay)
+    chosen = derive_options(muon_adjust, decay_policy, decay, depth_alpha)
+    if depths is not None:
+        if decay_check or model is not None:
+            raise UsageError("--depths trains models paramcalc builds from a spec, without --decay-check "
+                             "or --model", source="command line")
+        if plot is not None:
+            _check_plot_format(plot)
+        _verify_depths(spec, param.value, optimizer.value, depths, {
+            "widths": parse_width_list(widths) if widths else None, "depth_alpha": chosen["depth_alpha"],
+            "steps": steps, "seeds": seeds, "batch": batch, "seq": seq, "lr": lr,
+            "dtype": None if dtype is None else dtype.value, "device": _depth_device(device.value),
+        }, json_out, plot)
+    widths = widths or "64,128,256,512,1024"
     if plot is not None and decay_check:
         raise UsageError("--plot draws a verify run's slopes; with --decay-check, --json has the "
                          "figures", source="command line")
@@ -205,6 +227,7 @@ def verify(
         seeds=seeds, batch=batch, data=data, loss=None if loss is None else loss.value, lr=lr,
         device=device.value, model=model, seq=seq, center=center,
         dtype=None if dtype is None else dtype.value, muon_adjust=chosen["muon_adjust"],
+        depth_alpha=chosen["depth_alpha"],
         weight_decay_policy=chosen["weight_decay"], decay=chosen["decay"],
         weight_decay=weight_decay or (0.1 if decay_check else 0.0), train_adjust=train_adjust,
     )
@@ -222,3 +245,38 @@ def verify(
         typer.echo(report.text(), nl=False)
         raise typer.Exit(0 if report.passed else 1)
     raise typer.Exit(run_in_terminal(loaded, config, json_out=json_out, plot=plot, rows=rows.value))
+
+
+def _depth_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _verify_depths(spec: Path | None, param: str, optimizer: str, depths: str, options: dict,
+                   json_out: Path | None, plot: Path | None) -> None:
+    """``verify --depths``: the sweep over depth with a progress bar, its report, JSON and figure."""
+    if spec is None:
+        raise UsageError("--depths needs a SPEC whose repeat count scales", source="command line")
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from paramcalc.spec import load_spec
+    from paramcalc.verify.depth import verify_depth
+    from paramcalc.verify.depth_present import plot_depth, text, to_json
+
+    values = parse_width_list(depths, "--depths")
+    loaded = load_spec(spec)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("depths", total=None)
+        report = verify_depth(loaded, param, optimizer, depths=values, options=options,
+                              progress=lambda where: bar.update(task, description=f"training at {where}"))
+    typer.echo(text(report), nl=False)
+    if json_out is not None:
+        write_text_atomically(json_out, json.dumps(to_json(report), indent=1) + "\n", option="--json")
+    if plot is not None:
+        plot_depth(report, plot)
+    raise typer.Exit(report.exit_code)

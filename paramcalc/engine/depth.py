@@ -50,7 +50,7 @@ import sympy
 from paramcalc.engine.optimizers.base import norm_for
 from paramcalc.spec import Spec
 
-__all__ = ["DEFAULT_ALPHA", "apply_depth", "parse_alpha", "residual_key"]
+__all__ = ["DEFAULT_ALPHA", "apply_depth", "at_depth", "parse_alpha", "predicted_exponents", "residual_key"]
 
 #: CompleteP: the default wherever depth scales.
 DEFAULT_ALPHA = sympy.Integer(1)
@@ -171,3 +171,20 @@ def _expand(d: Any, depths: Mapping[str, int]) -> Any:
                      policy=(d.weight_decay, d.decay))
     out.depth_alpha = d.depth_alpha
     return out
+
+
+def predicted_exponents(alpha: sympy.Rational | None) -> dict[str, sympy.Rational]:
+    """What the principle above predicts across depth ``L`` (widths fixed), as exponents of ``L``:
+
+    - ``block_init``: a block's contribution to the stream at init, ``r * Theta(1)``: ``-alpha``;
+    - ``block_change``: the change of a block's output, at its input at init, from its own update
+      after a step: ``r * m_L^(alpha-1) = Theta(1/L)`` (the target; with no depth scaling, Theta(1));
+    - ``update``: ``||dW||_*`` of a matrix inside a block: ``alpha - 1`` (1 without depth scaling: 0).
+
+    The stream (at the readout) and its change are Theta(1) in ``L`` for every ``alpha`` in
+    ``[1/2, 1]``: at init the ``L`` branches add variance ``L * r^2 = m_L^(1 - 2 alpha)``, bounded, and
+    the ``L`` coherent block changes of ``1/L`` add to Theta(1)."""
+    if alpha is None:
+        zero = sympy.Integer(0)
+        return {"block_init": zero, "block_change": zero, "update": zero}
+    return {"block_init": -alpha, "block_change": sympy.Integer(-1), "update": alpha - 1}

@@ -80,6 +80,8 @@ class VerifyConfig:
     dtype: str | None = None
     #: Passed to :func:`paramcalc.derive`: Muon's ``adjust_lr_fn``, the weight-decay policy and kinds.
     muon_adjust: str | None = None
+    #: Passed to :func:`paramcalc.derive` where a repeat's count scales (depth): 1 to 1/2, or "none".
+    depth_alpha: float | str | None = None
     weight_decay_policy: str = "independent"
     decay: tuple[str, ...] = ("weight",)
     #: Weight decay tuned at the base widths, applied with each tensor's factor (0: none).

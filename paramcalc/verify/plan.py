@@ -333,6 +333,7 @@ def _derive(spec: Spec, config: VerifyConfig) -> Derivation:
     try:
         return paramcalc.derive(spec, config.parametrization, config.optimizer, form=config.form,
                                 muon_adjust=config.muon_adjust, weight_decay=config.weight_decay_policy,
+                                depth_alpha=config.depth_alpha,
                                 decay=config.decay)
     except ValueError as exc:
         if isinstance(exc, SpecError):

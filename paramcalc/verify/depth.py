@@ -1,0 +1,313 @@
+"""Verify across depth: train a residual network at several depths ``L`` and fit slopes in ``L``.
+
+``paramcalc verify SPEC --depths 2,4,8,16`` (widths fixed at the spec's bases, or at each value of
+``--widths``). The spec's depth is a repeat whose count scales (:mod:`paramcalc.engine.depth`). At each
+depth and seed the model is built with ``L`` blocks, parametrized through the emitted PyTorch code
+(init, multipliers, branch multipliers, optimizers: :func:`paramcalc.verify.model.apply_parametrization`)
+and trained ``steps`` full-batch steps on one fixed batch of token sequences. Measured, per depth:
+
+``stream``
+    RMS of the residual stream where the blocks end (the input of the layer after the last block),
+    at init. Target: bounded in ``L`` (slope at most 0): under ``alpha >= 1/2`` the branches add
+    variance ``m_L^(1 - 2 alpha)``; at ``alpha = 1`` their share even shrinks towards the
+    embeddings' as ``L`` grows, so the check is one-sided. Without depth scaling it grows like ``sqrt(L)``.
+``stream change``
+    RMS of that stream's change after each step. Target: Theta(1) (slope 0).
+``block change`` (first, middle and last block)
+    RMS of the change of the block's output from its own update: the block with the weights after
+    the step, minus the block at init, both fed the block's input at init. Target: Theta(1/L)
+    (slope -1): each block's own learning is ``1/L`` of the stream's, for every ``alpha``. The
+    change of the block's *input* is left out on purpose: it passes through the block at init
+    weights and is ``Theta(L^-alpha)``, laziness that CompleteP (``alpha = 1``) removes and
+    depth-muP (``alpha = 1/2``) keeps (Dey et al. 2025, Sec. 3).
+``block at init`` and ``||dW||_*`` (the block's largest update of a matrix, after step 1)
+    predictions: slope ``-alpha`` and ``alpha - 1`` (:func:`paramcalc.engine.depth.predicted_exponents`).
+
+A check passes within :data:`paramcalc.verify.judge.TOLERANCE` plus the half-width of the slope's
+95% interval over seeds, as across widths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+import torch
+
+from paramcalc.engine import Derivation, derive, get_optimizer
+from paramcalc.engine.depth import predicted_exponents
+from paramcalc.errors import Problem, SpecError, UsageError
+from paramcalc.spec import Spec, load_spec
+from paramcalc.verify.fit import Slope, fit_slope
+from paramcalc.verify.judge import TOLERANCE
+
+__all__ = ["DepthCheck", "DepthReport", "verify_depth"]
+
+#: Where in the stack a block is measured: the first, the middle and the last.
+POSITIONS = ("first", "middle", "last")
+QUANTITY_TITLES = {"stream": "RMS(stream)", "dstream": "RMS(d stream)", "block_init": "RMS(block at init)",
+                   "block_change": "RMS(d block, own update)", "update": "max ||dW||_*"}
+
+
+@dataclass(frozen=True)
+class DepthCheck:
+    """One slope in ``L`` against its target or prediction."""
+
+    kind: str  # "target" or "prediction"
+    quantity: str
+    subject: str
+    step: int
+    slope: Slope
+    expected: float
+    upper: bool
+    passed: bool
+
+    @property
+    def message(self) -> str:
+        title = QUANTITY_TITLES[self.quantity]
+        where = "at init" if self.step == 0 else f"after step {self.step}"
+        asks = f"at most L^{self.expected:g}" if self.upper else f"L^{self.expected:g}"
+        source = "the depth rule predicts" if self.kind == "prediction" else "the target is"
+        verdict = "ok" if self.passed else "FAILS"
+        return (f"{verdict}: {title} of {self.subject} {where} scales like L^{self.slope.value:+.2f} "
+                f"+- {self.slope.stderr:.2f}; {source} {asks}")
+
+
+@dataclass
+class DepthReport:
+    """A sweep over depth: the measured values, the checks, and what was run."""
+
+    spec: str
+    parametrization: str
+    optimizer: str
+    alpha: sympy.Rational | None
+    depth_width: str
+    depths: tuple[int, ...]
+    widths: tuple[dict[str, int], ...]
+    lr: float
+    steps: int
+    seeds: tuple[int, ...]
+    #: (quantity, subject, step) -> per seed, the value at each depth.
+    values: dict[tuple[str, str, int], list[list[float]]] = field(default_factory=dict)
+    checks: list[DepthCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    @property
+    def failures(self) -> list[DepthCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def alpha_text(self) -> str:
+        return "none (no depth scaling)" if self.alpha is None else str(self.alpha)
+
+
+def verify_depth(
+    spec: Spec | Mapping[str, Any] | str, parametrization: str = "mup", optimizer: str = "adam", *,
+    depths: Sequence[int], options: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DepthReport:
+    """Train at each depth and judge the slopes in ``L`` (module docstring). ``options``: ``widths``
+    (values of the spec's first scaling width; default its base), ``depth_alpha``, ``steps`` (3),
+    ``seeds`` (3), ``batch`` (4 sequences), ``seq`` (8 tokens), ``lr`` (the optimizer's probe rate),
+    ``dtype`` (float64), ``device`` (cpu)."""
+    o = dict(options or {})
+    loaded = load_spec(spec)
+    block = _depth_block(loaded)
+    depths = _check_depths(depths)
+    try:
+        d = derive(loaded, parametrization, optimizer, depth_alpha=o.get("depth_alpha"))
+    except ValueError as exc:  # depth_alpha out of range
+        if isinstance(exc, SpecError):
+            raise
+        raise UsageError(str(exc), source="command line") from None
+    lead = next(w.name for w in loaded.widths.values() if w.scaling and not w.depth)
+    from paramcalc.widths import widths_at
+
+    sweep = [widths_at(loaded, **{lead: v}) for v in o.get("widths") or (loaded.widths[lead].value,)]
+    seeds = tuple(range(o.get("seeds") or 3))
+    lr = float(o.get("lr") or get_optimizer(optimizer).probe_lr)
+    report = DepthReport(loaded.name, d.parametrization, d.optimizer.name, d.depth_alpha, block.width,
+                         depths, tuple(sweep), lr, int(o.get("steps") or 3), seeds)
+    run = _Runner(d, report, o)
+    for at in sweep:
+        suffix = f" at {lead}={at[lead]}" if len(sweep) > 1 else ""
+        for i, depth in enumerate(depths):
+            for seed in seeds:
+                if progress is not None:
+                    progress(f"L={depth} ({i + 1}/{len(depths)}), seed {seed}{suffix}")
+                run.one(at | {block.width: depth}, seed, i, suffix)
+    report.checks = _judge(report)
+    return report
+
+
+def _depth_block(spec: Spec) -> Any:
+    if not spec.depth_blocks:
+        raise SpecError([Problem("layers", "--depths needs a repeat whose count scales: declare the count "
+                                           "a scaling width (`n_layers: {base: 4}`, `repeat: n_layers`)")],
+                        source=spec.source)
+    if spec.topology.family != "transformer":
+        raise SpecError([Problem("layers", "--depths trains transformers paramcalc builds (residual "
+                                           "branches after their pre-norm); this spec is not one")],
+                        source=spec.source)
+    return spec.depth_blocks[0]
+
+
+def _check_depths(depths: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(sorted(set(int(v) for v in depths)))
+    if len(values) < 2 or values[0] < 1:
+        raise UsageError("--depths: at least two positive block counts, e.g. 2,4,8,16",
+                         source="command line")
+    if max(values) < 2 * min(values):
+        raise UsageError("--depths: span at least a factor 2 (a slope needs a range)", source="command line")
+    return values
+
+
+def _rms(x: torch.Tensor) -> float:
+    return float(x.double().pow(2).mean().sqrt())
+
+
+class _Runner:
+    """Training and measuring one (depth, seed); values go into the report."""
+
+    def __init__(self, d: Derivation, report: DepthReport, options: Mapping[str, Any]) -> None:
+        self.d, self.report = d, report
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype") or "float64"]
+        self.device = torch.device(options.get("device") or "cpu")
+        self.batch, self.seq = int(options.get("batch") or 4), int(options.get("seq") or 8)
+
+    def _put(self, key: tuple[str, str, int], seed_index: int, depth_index: int, value: float) -> None:
+        rows = self.report.values.setdefault(key, [[math.nan] * len(self.report.depths)
+                                                   for _ in self.report.seeds])
+        rows[seed_index][depth_index] = value
+
+    def one(self, at: dict[str, int], seed: int, depth_index: int, suffix: str) -> None:
+        from paramcalc.verify.model import apply_parametrization, build
+
+        d = self.d.at_depth(at)
+        torch.manual_seed(seed)
+        model = build(d, at, factory=None, device=self.device, dtype=self.dtype)
+        p = apply_parametrization(d, model, at, lr=self.report.lr)
+        probe = _Probe(model, d, self.report.depth_width, at)
+        batch = _batch(d, at, self.batch, self.seq, seed).to(self.device, self.dtype)
+        put = lambda q, s, step, v: self._put((q, s + suffix, step), seed, depth_index, v)  # noqa: E731
+        streams0, final0 = probe.forward(batch.x)
+        outputs0 = {pos: probe.block(k, streams0[k]) for pos, k in probe.blocks.items()}
+        put("stream", "the stream", 0, _rms(final0))
+        for pos, k in probe.blocks.items():
+            put("block_init", probe.label(pos), 0, _rms(outputs0[pos] - streams0[k]))
+        weights0 = probe.matrices()
+        for step in range(1, self.report.steps + 1):
+            loss = batch.loss_value(model(batch.x))
+            loss.backward()
+            p.step()
+            p.optimizer.zero_grad()
+            _, final = probe.forward(batch.x)
+            put("dstream", "the stream", step, _rms(final - final0))
+            for pos, k in probe.blocks.items():
+                put("block_change", probe.label(pos), step, _rms(probe.block(k, streams0[k]) - outputs0[pos]))
+            if step == 1:
+                for pos, names in probe.by_block.items():
+                    put("update", probe.label(pos), 1, max(probe.update_norm(n, weights0[n], p.multipliers[n])
+                                                            for n in names))
+
+
+def _batch(d: Derivation, at: Mapping[str, int], batch: int, seq: int, seed: int) -> Any:
+    from paramcalc.verify.data import make_batch
+    from paramcalc.verify.plan import structure
+
+    shape = structure(d.spec, None)
+    return make_batch(data="synthetic", loss="ce", batch=batch, n_in=shape.n_in(at), n_out=shape.n_out(at),
+                      sparse=True, seed=seed, seq=seq)
+
+
+class _Probe:
+    """The stream entering each measured block and where the blocks end, and a block run alone."""
+
+    def __init__(self, model: Any, d: Derivation, depth_width: str, at: Mapping[str, int]) -> None:
+        self.model, self.d = model, d
+        block = next(b for b in d.spec.depth_blocks if b.width == depth_width)
+        count = at[depth_width]
+        self.name = block.name
+        self.blocks = {"first": 0, "middle": count // 2, "last": count - 1}
+        steps = list(model._plan)
+        self.steps = {k: [s for s in steps if s.op == "residual" and block.holds(s.layer)
+                          and block.index(s.layer) == k] for k in set(self.blocks.values())}
+        last = max(i for i, s in enumerate(steps) if s.op == "residual")
+        self.after = steps[last + 1].layer if last + 1 < len(steps) else None
+        inside = [t for t in d.spec.tensors
+                  if block.holds(t.name) and t.kind == "weight" and t.role == "hidden"]
+        self.by_block = {pos: [t.name for t in inside if block.index(t.name) == k]
+                         for pos, k in self.blocks.items()}
+        self.scale = model.residual_scales.get(f"{block.name}.residual", 1.0)
+
+    def label(self, pos: str) -> str:
+        return f"{self.name}[{pos}]"
+
+    def param(self, name: str) -> torch.Tensor:
+        return self.model.get_parameter(name)
+
+    def update_norm(self, name: str, before: torch.Tensor, multiplier: float) -> float:
+        """``||multiplier * (W - W_before)||_*``: the effective matrix's change."""
+        change = (self.param(name).detach() - before).double() * multiplier
+        return float(torch.linalg.matrix_norm(change, ord=2))
+
+    def matrices(self) -> dict[str, torch.Tensor]:
+        return {n: self.param(n).detach().clone() for names in self.by_block.values() for n in names}
+
+    def forward(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        seen: dict[int, torch.Tensor] = {}
+        hooks = []
+        for k, steps in self.steps.items():
+            first = steps[0].norm or steps[0].layer
+            hooks.append(self.model.get_submodule(first).register_forward_pre_hook(
+                lambda _m, args, k=k: seen.setdefault(k, args[0].detach().clone())))
+        end: list[torch.Tensor] = []
+        if self.after is not None:
+            hooks.append(self.model.get_submodule(self.after).register_forward_pre_hook(
+                lambda _m, args: end.append(args[0].detach().clone())))
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen, end[0] if end else out.detach()
+
+    def block(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``k`` applied alone to the stream ``x``, as the model applies it."""
+        with torch.no_grad():
+            for step in self.steps[k]:
+                h = self.model.get_submodule(step.norm)(x) if step.norm else x
+                x = x + self.scale * self.model.get_submodule(step.layer)(h)
+        return x
+
+
+def _judge(report: DepthReport) -> list[DepthCheck]:
+    xs = [float(v) for v in report.depths]
+    predicted = predicted_exponents(report.alpha)
+    checks = []
+    for (quantity, subject, step), rows in report.values.items():
+        slope = fit_slope(xs, rows)
+        if quantity == "stream":
+            kind, expected, upper = "target", 0.0, True
+        elif quantity == "dstream":
+            kind, expected, upper = "target", 0.0, False
+        elif quantity == "block_change":
+            kind, expected, upper = "target", -1.0, False
+        else:
+            kind, expected, upper = "prediction", float(predicted[quantity]), False
+        allowance = TOLERANCE + slope.margin
+        gap = slope.value - expected
+        ok = slope.finite and (gap <= allowance if upper else abs(gap) <= allowance)
+        checks.append(DepthCheck(kind, quantity, subject, step, slope, expected, upper, ok))
+    return checks
