@@ -256,6 +256,8 @@ def derive(
     loaded = spec_or_model(spec, model, base, scale)
     derivation = derive_from_options(loaded, param.value, optimizer.value, form,
                                      derive_options(muon_adjust, decay_policy, decay, depth_alpha))
+    if at:  # a depth given: list that many blocks
+        derivation = derivation.at_depth(at)
     if emit is Emit.table:
         from paramcalc.report import print_derivation
 

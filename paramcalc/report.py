@@ -10,6 +10,7 @@ import sympy
 
 from paramcalc.emit.printing import exponent_text, text
 from paramcalc.engine import QUANTITIES, Derivation
+from paramcalc.symbolic import theta_exponent
 
 __all__ = ["print_derivation"]
 
@@ -43,8 +44,10 @@ def _tensor_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
     from paramcalc.emit.tables import collapse_blocks
 
     values = d.evaluate(values_at)
+    depth = d.spec.depth_symbols
     rows = [
-        (name, (p.tensor.role, *_cells((p.init_std, p.lr, p.multiplier), p.exponents, values[name])))
+        (name, (p.tensor.role, *_cells((p.init_std, p.lr, p.multiplier), p.exponents, values[name]),
+                *((_depth_cell(p.lr, p.eps, depth),) if depth else ())))
         for name, p in d.items()
     ]
     collapsed, merged = collapse_blocks(rows, _repeated)
@@ -52,13 +55,18 @@ def _tensor_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
     tied_exponents = d.tied_exponents()
     tied_rows = [
         (f"{layer} (uses {ts.tensor})", ts.role,
-         *_cells((ts.init_std, ts.lr, ts.multiplier), tied_exponents[layer], tied_values[layer]))
+         *_cells((ts.init_std, ts.lr, ts.multiplier), tied_exponents[layer], tied_values[layer]),
+         *(("",) if depth else ()))
         for layer, ts in d.tied.items()
     ]
     at = ", ".join(f"{k}={v}" for k, v in values_at.items())
     notes = "\n* stands for every block index of a repeated block." if merged else ""
     if any(p.tensor.init == "ones" for p in d.values()):  # W ~ N(0, 0) would read as zero gains
         notes += "\ninit_std 0 marks a constant init: biases start at 0, norm gains at 1."
+    if depth:
+        notes += ("\nL^k: Theta-exponents in the depth L (blocks) of lr and eps; each block's branch is "
+                  "multiplied by (L / L_base)^-alpha, alpha = " + ("none" if d.depth_alpha is None
+                                                                  else str(d.depth_alpha)) + ".")
     if tied_rows:
         notes += ("\nA tied use trains its owner's tensor; its row gives what it computes with: "
                   "multiplier * W, and the effective init and lr of that product.")
@@ -73,9 +81,15 @@ def _tensor_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
         table.add_column(q, overflow="fold")
     table.add_column("n^k", no_wrap=True)
     table.add_column("values", no_wrap=True)
+    if depth:
+        table.add_column("L^k", no_wrap=True)
     for row in (*collapsed, *tied_rows):
         table.add_row(*row)
     return table
+
+
+def _depth_cell(lr: sympy.Expr, eps: sympy.Expr, depth: frozenset[sympy.Symbol]) -> str:
+    return ", ".join(exponent_text(theta_exponent(e, depth)) for e in (lr, eps))
 
 
 def _scales_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
@@ -86,7 +100,10 @@ def _scales_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
     constant_values = d.evaluate_constants(values_at)
     constant_rows = [(name, (text(expr), f"{constant_values[name]:.4g}"))
                      for name, expr in d.constants.items()]
-    scales = Table(title="attention-logit scales (pass as scaled_dot_product_attention(..., scale=))")
+    title = "attention-logit scales (pass as scaled_dot_product_attention(..., scale=))"
+    if d.spec.depth_blocks:
+        title += " and residual-branch scales (x = x + scale * block(x))"
+    scales = Table(title=title)
     scales.add_column("constant", style="bold", no_wrap=True)
     scales.add_column("scale", overflow="fold")
     scales.add_column("value", no_wrap=True)

@@ -100,8 +100,10 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
         "weight_decay": d.weight_decay,
         "decay": list(d.decay),
         "muon_adjust": getattr(d.optimizer, "adjust", None),
+        "depth_alpha": None if d.depth_alpha is None else str(d.depth_alpha),
         "widths": {
-            w.name: {"base": w.value, "scaling": True} if w.scaling else {"value": w.value, "scaling": False}
+            w.name: ({"base": w.value, "scaling": True} | ({"depth": True} if w.depth else {})) if w.scaling
+            else {"value": w.value, "scaling": False}
             for w in d.spec.widths.values()
         },
         "params": params,

@@ -346,7 +346,7 @@ def table_document(
     at = None
     sections = []
     for opt in opts:
-        derivations = [derive(loaded, p, opt, depth_alpha=depth_alpha) for p in params]
+        derivations = [derive(loaded, p, opt, depth_alpha=depth_alpha).at_depth(widths) for p in params]
         if widths is not None and at is None:
             at = derivations[0].resolve_widths(widths)
         title = _title(fmt, opt)
