@@ -286,25 +286,18 @@ def build_model(
     return model
 
 
-def _repeat_symbols(layers: Sequence[object]) -> set[str]:
-    found: set[str] = set()
-    for layer in layers:
-        if layer.kind == "repeat":
-            if isinstance(layer.repeat, str):
-                found.add(layer.repeat)
-            found |= _repeat_symbols(layer.layers)
-    return found
-
-
 def _check_repeats(spec: Spec, values: Mapping[str, int]) -> None:
-    """A ``repeat:`` count is fixed when the spec is loaded; a different value cannot apply."""
+    """A fixed ``repeat:`` count is fixed when the spec is loaded; a different value cannot apply
+    (a scaling one builds as many blocks as ``values`` says)."""
+    from paramcalc.spec.builder import repeat_counts
+
     if spec.model is None:
         return
     problems = [
         Problem(f"widths.{name}", f"{name} is a repeat count, fixed at {spec.widths[name].value} "
                                   f"when the spec was loaded; got {values[name]}. Load the spec "
                                   f"with {name}: {values[name]} to build that many blocks")
-        for name in sorted(_repeat_symbols(spec.model.layers))
+        for name in sorted(repeat_counts(spec.model.layers))
         if name in values and values[name] != spec.widths[name].value and not spec.widths[name].depth
     ]
     if problems:

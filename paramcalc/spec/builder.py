@@ -23,7 +23,7 @@ from paramcalc.spec.architecture import ONE, DepthBlock, Layer, Layout, Role, Sp
 from paramcalc.spec.expr import ExprError, parse_expr
 from paramcalc.symbolic import theta_exponent, width_symbol
 
-__all__ = ["MAX_LAYERS", "Builder", "build_spec"]
+__all__ = ["MAX_LAYERS", "Builder", "build_spec", "repeat_counts"]
 
 #: Layers a spec may expand to, repeats multiplied out (GPT-2 XL has about 300; a chain of 10000 fits).
 MAX_LAYERS = 50_000
@@ -36,7 +36,7 @@ class Builder:
         self.model = model
         self.problems: list[Problem] = []
         self.widths: dict[str, Width] = {}
-        counts = _repeat_counts(model.layers)
+        counts = repeat_counts(model.layers)
         for name, value in model.widths.items():
             scaling = not isinstance(value, int)
             self.widths[name] = Width(
@@ -287,14 +287,14 @@ def _kind_name(entry: Any) -> str:
     return schema._TAGS[entry.kind]
 
 
-def _repeat_counts(layers: list) -> set[str]:
+def repeat_counts(layers: list) -> set[str]:
     """The width names used as repeat counts, nested repeats included."""
     names: set[str] = set()
     for layer in layers:
         if layer.kind == "repeat":
             if isinstance(layer.repeat, str):
                 names.add(layer.repeat)
-            names |= _repeat_counts(layer.layers)
+            names |= repeat_counts(layer.layers)
     return names
 
 
