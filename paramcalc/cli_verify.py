@@ -101,7 +101,7 @@ def verify(
                                                            "[default: 3; 50 with --decay-check].")] = None,
     seeds: Annotated[
         int | None,
-        typer.Option("--seeds", help="Seeds per width (slopes get a standard error) [default: 3; 6 for a "
+        typer.Option("--seeds", help="Seeds per width (slopes get a standard error) [default: 8; 6 for a "
                                      "transformer, whose few tokens make some slopes heavy-tailed]."),
     ] = None,
     batch: Annotated[
@@ -195,7 +195,9 @@ def verify(
     """Train across widths; check Desideratum 1 and Condition 1, and the calculus' predictions.
 
     Exit code 0 when the parametrization keeps features and their updates Theta(1) and spectral
-    norms like sqrt(fan_out/fan_in), and measurements agree with predictions; 1 otherwise.
+    norms like sqrt(fan_out/fan_in), and measurements agree with predictions; 1 when a check fails;
+    3 when nothing fails but the evidence is too thin for a verdict (fewer than 3 widths, a span
+    under 8x, or a slope's allowance over 0.2: add widths or seeds).
     """
     try:
         from paramcalc.verify import VerifyConfig

@@ -128,7 +128,7 @@ def test_verify_on_images_by_default_and_from_a_data_hook():
                          "receives float inputs of shape (1, 3, 16, 16) (from "
                          "tests.model_factories:vit_images")):
         result = run(*base, *extra)
-        assert result.exit_code in (0, 1), result.output  # it trained and judged
+        assert result.exit_code in (0, 1, 3), result.output  # it trained and judged
         text = " ".join(result.stdout.split())
         assert "layer / tensor" in text and said in text and "batch 1," in text
     one_paragraph_exit_2(run(*base, "--data", "tests.model_factories:bad_batch"), "bad_batch",
@@ -138,11 +138,12 @@ def test_verify_on_images_by_default_and_from_a_data_hook():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
-@pytest.mark.parametrize(("param", "code"), [("mup", 0), ("sp", 1)])
+@pytest.mark.parametrize(("param", "code"), [("mup", 3), ("sp", 1)])
 def test_verify_hugging_face_models(name, param, code):
-    """muP keeps a Hugging Face GPT-2 and Llama feature-learning across widths; SP does not."""
+    """muP keeps a Hugging Face GPT-2 and Llama feature-learning across widths (nothing fails; 64..256
+    spans 4x, too little for a PASS: exit 3); SP does not (it fails already there)."""
     pytest.importorskip("transformers")
     result = run("verify", "--model", f"examples.hf_models:{name}", "--param", param, "--optimizer", "adam",
                  "--widths", "64,128,256", "--device", "cpu", "--rows", "failing")
     assert result.exit_code == code, result.output
-    assert ("PASS" if code == 0 else "FAIL") in result.stdout
+    assert ("INCONCLUSIVE" if code == 3 else "FAIL") in result.stdout

@@ -21,7 +21,7 @@ from paramcalc.errors import UsageError  # noqa: E402
 from paramcalc.verify import present, verify  # noqa: E402
 from paramcalc.verify.config import VerifyConfig  # noqa: E402
 from paramcalc.verify.decay import check_decay  # noqa: E402
-from tests.conftest import EXAMPLES, paper_mlp, small_gpt  # noqa: E402
+from tests.conftest import EXAMPLES, holds, paper_mlp, small_gpt  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def _failed(report) -> set[tuple[str, str]]:
 def test_each_optimizer_passes_on_the_mlp(param, opt, options):
     report = verify(MLP, param, opt, widths=WIDTHS, seeds=3, steps=2, device="cpu", **options)
     assert report.emitted
-    assert report.passed and report.exit_code == 0, present.summary(report)
+    assert holds(report) and report.exit_code in (0, 3), present.summary(report)
     disagreements = [c.message for c in report.checks if c.kind == "agreement" and not c.passed]
     assert not disagreements, disagreements
 
@@ -51,7 +51,7 @@ def test_each_optimizer_passes_on_the_mlp(param, opt, options):
 @pytest.mark.parametrize("param", ["mup", "spectral"])
 def test_each_optimizer_passes_on_a_gpt(param, opt, options):
     report = verify(TINY_GPT, param, opt, widths=(32, 64, 128), steps=2, device="cpu", **options)
-    assert report.passed and report.exit_code == 0, present.summary(report)
+    assert holds(report) and report.exit_code in (0, 3), present.summary(report)
 
 
 def test_muon_mismatch_on_a_gpt_names_the_hidden_matrices():
@@ -84,7 +84,7 @@ def test_muon_on_the_papers_mlp_agrees_with_the_calculus_per_example():
     """One output, no biases: at batch 1, the calculus' own regime, every prediction holds; at a
     larger batch verify says why Muon's constants may differ (docs/verify.md, "Muon and the batch")."""
     report = verify(paper_mlp(), "spectral", "muon", widths=WIDTHS, seeds=4, steps=2, batch=1, device="cpu")
-    assert report.passed, present.summary(report)
+    assert holds(report), present.summary(report)
     assert not any("Muon with a batch" in n for n in report.notes)
     batched = verify(paper_mlp(), "spectral", "muon", widths=(32, 64), seeds=1, steps=1, device="cpu")
     assert any("Muon with a batch of 32" in n for n in batched.notes)
@@ -92,7 +92,7 @@ def test_muon_on_the_papers_mlp_agrees_with_the_calculus_per_example():
 
 def test_adamw_with_weight_decay_over_many_steps_passes():
     report = verify(MLP, "mup", "adamw", widths=WIDTHS, seeds=2, steps=20, device="cpu", weight_decay=0.1)
-    assert report.passed, present.summary(report)
+    assert holds(report), present.summary(report)
 
 
 def _decay(policy: str, optimizer: str = "adamw", steps: int = 20):

@@ -94,13 +94,13 @@ def test_a_chain_is_planned_without_training(monkeypatch):
         monkeypatch.setattr(module, "build", no_models)
     the_plan = plan(paper_mlp(), VerifyConfig("mup", "sgd", widths=(128, 32, 64), steps=2, device="cpu"))
     assert [at["d"] for at in the_plan.widths] == [32, 64, 128] and the_plan.lead == "d"
-    assert the_plan.chain and the_plan.seeds == (0, 1, 2) and the_plan.batch == 32
+    assert the_plan.chain and the_plan.seeds == tuple(range(8)) and the_plan.batch == 32
     assert the_plan.loss == "mse" and the_plan.dtype == "float32" and the_plan.seq is None
     expected_lr = calculus_lr(scaling(paramcalc.derive(paper_mlp(), "mup", "sgd"), "mse", centered=True))
     assert the_plan.lr_auto and the_plan.lr == pytest.approx(expected_lr)
     assert the_plan.settings.lr == the_plan.lr
     assert the_plan.calibration is None and not the_plan.excluded and not the_plan.settings.structured
-    assert set(the_plan.batches) == {0, 1, 2} and the_plan.batches[0].x.shape == (32, 3072)
+    assert set(the_plan.batches) == set(range(8)) and the_plan.batches[0].x.shape == (32, 3072)
     with pytest.raises(dataclasses.FrozenInstanceError):
         the_plan.lr = 1.0  # type: ignore[misc]
 

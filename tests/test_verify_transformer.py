@@ -33,7 +33,7 @@ from paramcalc.verify.observe import grouped_rms  # noqa: E402
 from paramcalc.verify.present import report_table  # noqa: E402
 from paramcalc.verify.probe import ZERO_GRADIENT, zero_gradient  # noqa: E402
 from paramcalc.verify.widths import sweep  # noqa: E402
-from tests.conftest import small_gpt  # noqa: E402
+from tests.conftest import holds, small_gpt  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ def sp_adam():
 
 def test_mup_adam_keeps_every_target(mup_adam):
     report = mup_adam
-    assert report.passed and report.exit_code == 0, present.summary(report)
-    assert "no prediction for this architecture" in present.summary(report)
+    assert holds(report) and report.exit_code in (0, 3), present.summary(report)
+    assert "none for this architecture" in present.to_json(report)["predictions"]
     assert report.loss == "ce" and report.seq == 2 and report.batch == 2  # the sequence defaults
     assert len(report.seeds) == 6 and report.dtype == "float64"
     judged = {(c.quantity, c.subject) for c in report.checks if c.kind == "target"}

@@ -28,7 +28,7 @@ AUTO_OUTPUT_CHANGE = 0.1
 AUTO_FEATURE_CHANGE = 0.1
 #: Examples in a chain's batch (the default ``batch``), and its seeds.
 BATCH = 32
-SEEDS = 3
+SEEDS = 8
 #: Sequences per batch, tokens per sequence and seeds for sequence models: few tokens keep the first
 #: updates low-rank (the regime of Sec. 3.2.3 and App. B), more seeds tame their heavy tails.
 SEQ_BATCH = 2

@@ -77,6 +77,15 @@ class Check:
     passed: bool
     message: str
     upper: bool = False  # judged from above only: the slope must not exceed the target
+    #: Why a passing check is not evidence enough (too few widths, too narrow a span, too wide an
+    #: allowance: :mod:`paramcalc.verify.evidence`); empty when it is.
+    evidence: str = ""
+
+    @property
+    def verdict(self) -> Literal["pass", "fail", "inconclusive"]:
+        if not self.passed:
+            return "fail"
+        return "inconclusive" if self.evidence else "pass"
 
     @property
     def title(self) -> str:

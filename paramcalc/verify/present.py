@@ -1,12 +1,14 @@
 """How a :class:`~paramcalc.verify.report.Report` reads: its summary, its terminal table, its JSON.
 
 The table has one row per layer or tensor and quantity: the measured log-log slope across widths
-(mean over seeds +- standard error), the calculus' slope at these widths and its Theta-exponent, the
-exponent Desideratum 1 or Condition 1 asks for (``<= 0``: judged from above only), and the verdict.
-``ok*`` marks a target met after the finite-width correction the notes explain; ``excluded`` a tensor
-without a gradient. Below the table: the verdict (:func:`summary`), how the learning rate was chosen
-(:func:`lr_source`), the notes and the excluded tensors with their reason. :func:`to_json` has
-everything, raw values included. The figure is :mod:`paramcalc.verify.plot`'s.
+(mean over seeds +- standard error), where a target check corrects it, the calculus' finite-width
+offset and the corrected slope side by side (so no offset hides a measurement), the calculus' slope
+at these widths and its Theta-exponent, the exponent Desideratum 1 or Condition 1 asks for (``<= 0``:
+judged from above only), and the verdict. ``ok*`` marks a target met after that correction;
+``inconclusive`` a check that passes on too little evidence (:mod:`paramcalc.verify.evidence`);
+``excluded`` a tensor without a gradient. Below the table: the verdict (:func:`summary`), how the
+learning rate was chosen (:func:`lr_source`), the notes and the excluded tensors with their reason.
+:func:`to_json` has everything, raw values included. The figure is :mod:`paramcalc.verify.plot`'s.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def summary(report: Report) -> str:
     """One paragraph: the verdict and, for a failure, which layers fail and how fast."""
     head = f"{report.spec.name}: {report.parametrization}, {report.optimizer}"
     lead = report.lead
+    if report.verdict == "inconclusive":
+        return _inconclusive(head, report)
     if report.passed:
         agree = ("the measurements agree with the calculus." if report.predicted else
                  "no prediction for this architecture beyond ||W||_* at init: judged on the "
@@ -95,6 +99,15 @@ def summary(report: Report) -> str:
     if not report.checks:
         parts.append("nothing could be checked")
     return f"{head}: FAIL. " + " ".join(p[0].upper() + p[1:] + "." for p in parts)
+
+
+def _inconclusive(head: str, report: Report) -> str:
+    weak = report.inconclusive
+    reasons = sorted({c.evidence for c in weak})
+    named = ", ".join(sorted({f"{c.title} of {c.subject}" for c in weak})[:4])
+    return (f"{head}: INCONCLUSIVE (exit 3). Nothing fails, but {len(weak)} of {len(report.checks)} checks "
+            f"({named}{', ...' if len(weak) > 4 else ''}) pass on too little evidence to count: "
+            + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "") + ".")
 
 
 def _num(x: float | None) -> float | None:
@@ -151,7 +164,8 @@ def _check(c: Check) -> dict[str, Any]:
         "kind": c.kind, "quantity": c.quantity, "subject": c.subject, "step": c.step,
         "measured": _num(c.measured.value), "stderr": _num(c.measured.stderr),
         "predicted": _num(c.predicted), "exponent": _exp(c.exponent), "target": _exp(c.target),
-        "offset": _num(c.offset), "passed": c.passed, "message": c.message,
+        "offset": _num(c.offset), "corrected": _num(c.corrected), "passed": c.passed,
+        "verdict": c.verdict, "evidence": c.evidence or None, "message": c.message,
         "bound": "upper" if c.upper else "two-sided",
     }
 
@@ -183,6 +197,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "emitted_code": report.emitted,
         "sweep": {"width": report.lead, "values": report.lead_values, "widths": report.widths},
         "passed": report.passed,
+        "verdict": report.verdict,
         "exit_code": report.exit_code,
         "summary": summary(report),
         "findings": report.findings,
@@ -227,6 +242,8 @@ def report_table(report: Report, rows: str = "all") -> Table:
     table.add_column("layer / tensor", style="bold", no_wrap=True)
     table.add_column("quantity", no_wrap=True)
     table.add_column("measured", justify="right", no_wrap=True)
+    table.add_column("offset", justify="right", no_wrap=True)
+    table.add_column("corrected", justify="right", no_wrap=True)
     table.add_column("predicted", justify="right", no_wrap=True)
     table.add_column("Θ-exp.", justify="right")
     table.add_column("target", justify="right")
@@ -249,25 +266,28 @@ def report_table(report: Report, rows: str = "all") -> Table:
         checks = by_key.get((subject, quantity), [])
         pred = report.predicted_slopes.get((quantity, subject, 1 if step else 0),
                                            report.predicted_slopes.get((quantity, subject, step), math.nan))
-        exponent = None
-        if report.scaling is not None and (quantity, subject) in report.scaling:
-            exponent = report.scaling.exponent(quantity, subject)
-        target_check = next((c for c in checks if c.kind == "target"), None)
-        target = "-" if target_check is None else str(target_check.target)
-        if target_check is not None and target_check.upper:
-            target = f"<= {target}"
         excluded = subject in report.excluded and info is not None and info.step == "update"
-        table.add_row(
-            subject if subject != previous else "",
-            info.title if info else quantity,
-            _slope(slope.value, slope.stderr),
-            _slope(pred),
-            "-" if exponent is None else str(exponent),
-            target,
-            Text("excluded: no gradient", style="dim") if excluded else _verdict(checks),
-        )
+        table.add_row(subject if subject != previous else "", info.title if info else quantity,
+                      *_cells(report, (quantity, subject), slope, pred, checks),
+                      Text("excluded: no gradient", style="dim") if excluded else _verdict(checks))
         previous = subject
     return table
+
+
+def _cells(report: Report, key: tuple[str, str], slope: Any, pred: float, checks: list[Check]) -> list[str]:
+    """measured, offset, corrected (where a target check corrects), predicted, Theta-exponent, target."""
+    quantity, subject = key
+    exponent = None
+    if report.scaling is not None and key in report.scaling:
+        exponent = report.scaling.exponent(quantity, subject)
+    target_check = next((c for c in checks if c.kind == "target"), None)
+    target = "-" if target_check is None else str(target_check.target)
+    if target_check is not None and target_check.upper:
+        target = f"<= {target}"
+    applied = target_check is not None and abs(target_check.offset) > 0.05
+    return [_slope(slope.value, slope.stderr), _slope(target_check.offset) if applied else "",
+            _slope(target_check.corrected) if applied else "", _slope(pred),
+            "-" if exponent is None else str(exponent), target]
 
 
 def _subject_order(report: Report, subject: str) -> tuple[int, int, str]:
@@ -299,6 +319,8 @@ def _verdict(checks: list[Check]) -> Text:
         parts.append(Text("DISAGREES with prediction", style="bold magenta"))
     if parts:
         return Text(" ").join(parts)
+    if any(c.evidence for c in checks):
+        return Text("inconclusive", style="yellow")
     corrected = any(c.kind == "target" and abs(c.offset) > 0.05 for c in checks)
     return Text("ok*" if corrected else "ok", style="green")
 
@@ -312,7 +334,7 @@ def print_report(report: Report, console: Console | None = None, rows: str = "au
     if shown < total:
         console.print(Text(f"({total - shown} passing rows not shown: --rows all shows every row.)",
                            style="dim"))
-    style = "bold green" if report.passed else "bold red"
+    style = {"pass": "bold green", "inconclusive": "bold yellow"}.get(report.verdict, "bold red")
     console.print(Text(summary(report), style=style))
     console.print(Text(f"* Learning rate {report.lr:.3g}: {lr_source(report)}.", style="dim"))
     for note in report.notes:

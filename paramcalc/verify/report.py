@@ -67,11 +67,28 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks) and not self.findings and bool(self.checks)
+        """Every check passes on enough evidence, and nothing else was found."""
+        return self.verdict == "pass"
+
+    @property
+    def verdict(self) -> str:
+        """``fail`` (a check fails, or a finding), ``inconclusive`` (none fails, but some pass on too
+        little evidence: :mod:`paramcalc.verify.evidence`) or ``pass``."""
+        if self.failures or self.findings or not self.checks:
+            return "fail"
+        return "inconclusive" if self.inconclusive else "pass"
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.passed else 1
+        """0 pass, 1 fail, 3 inconclusive."""
+        from paramcalc.verify.evidence import EXIT_INCONCLUSIVE
+
+        return {"pass": 0, "fail": 1}.get(self.verdict, EXIT_INCONCLUSIVE)
+
+    @property
+    def inconclusive(self) -> list[Check]:
+        """Passing checks without the evidence for a verdict."""
+        return [c for c in self.checks if c.verdict == "inconclusive"]
 
     @property
     def failures(self) -> list[Check]:

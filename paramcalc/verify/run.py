@@ -202,9 +202,6 @@ def _fit_and_judge(report: Report, steps_trained: int) -> None:
                     xs, [n[(q, subject)] for n in numbers])
         for note in calc.notes(report.widths):
             report.notes.append(note.message)
-    if len(report.seeds) == 1 and len(report.widths) < 3:
-        report.notes.append("One seed and two widths: the slopes have no uncertainty estimate, and every "
-                            "check is judged with the bare tolerance of 0.1. Use --seeds 3 or more widths.")
     steps = sorted({st for _, _, st in keys if st > 0})
     output = report.spec.weight_layers[-1].name
     # Without a calculus to place the crossover of the output's two terms, its whole change is
@@ -220,6 +217,9 @@ def _fit_and_judge(report: Report, steps_trained: int) -> None:
         excluded=report.excluded,
         upper=upper,
     )
+    from paramcalc.verify.evidence import weigh
+
+    report.checks = weigh(report.checks, report.lead, report.lead_values, len(report.seeds))
 
 
 def _is_oom(exc: BaseException) -> bool:
