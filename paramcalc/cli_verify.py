@@ -168,7 +168,7 @@ def verify(
     rows: Annotated[
         Rows,
         typer.Option("--rows", help="Table rows: all, only failing, or auto (all up to 80 rows, else "
-                     "the failing ones; --json always has everything)."),
+                     "the failing and inconclusive ones; --json always has everything)."),
     ] = Rows.auto,
     muon_adjust: MuonAdjustOpt = None,
     decay_policy: DecayPolicyOpt = "independent",

@@ -106,3 +106,14 @@ def test_a_wide_allowance_is_inconclusive():
     wide = [c for c in report.inconclusive if "allowance" in c.evidence]
     assert wide and all(0.1 + c.measured.margin > MAX_ALLOWANCE for c in wide)
     assert "add --seeds" in wide[0].evidence
+
+
+def test_a_long_table_shows_the_inconclusive_rows(monkeypatch):
+    from paramcalc.verify import present
+
+    report = verify(paper_mlp(), "mup", "adam", widths=[32, 64], seeds=2, steps=1, device="cpu")
+    assert report.verdict == "inconclusive"
+    monkeypatch.setattr(present, "AUTO_ROWS", 1)  # as for a GPT's ~1000 rows
+    shown = present.report_table(report, "auto").row_count
+    assert shown == len({(c.subject, c.quantity) for c in report.inconclusive}) > 0
+    assert present.report_table(report, "failing").row_count == 0

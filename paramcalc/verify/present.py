@@ -30,7 +30,8 @@ from paramcalc.verify.report import Report
 __all__ = ["AUTO_ROWS", "ROWS", "lr_source", "print_report", "report_table", "summary", "to_json"]
 
 #: Which rows the table shows: ``all``; ``failing`` (failed or disagreeing checks only); ``auto``:
-#: all for a table of at most :data:`AUTO_ROWS` rows, else the failing ones (a GPT has ~1000).
+#: all for a table of at most :data:`AUTO_ROWS` rows, else the failing and inconclusive ones (a GPT
+#: has ~1000).
 ROWS = ("auto", "all", "failing")
 AUTO_ROWS = 80
 
@@ -254,8 +255,10 @@ def report_table(report: Report, rows: str = "all") -> Table:
     final = max((st for _, _, st in report.slopes), default=0)
     keys = sorted({(s, q) for q, s, _ in report.slopes},
                   key=lambda k: (*_subject_order(report, k[0]), _q(k[1])))
-    if rows == "failing" or (rows == "auto" and len(keys) > AUTO_ROWS):
+    if rows == "failing":
         keys = [k for k in keys if any(not c.passed for c in by_key.get(k, []))]
+    elif rows == "auto" and len(keys) > AUTO_ROWS:  # a long table: what failed or is inconclusive
+        keys = [k for k in keys if any(c.verdict != "pass" for c in by_key.get(k, []))]
     previous = None
     for subject, quantity in keys:
         info = QUANTITIES.get(quantity)
