@@ -70,6 +70,10 @@ class UserError(ValueError):
         self.source = source
         super().__init__(self._render())
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled whole (problems and source), as a worker process or a Ray task raises it."""
+        return (_rebuild, (type(self), self.problems, self.source))
+
     def with_source(self, source: str) -> UserError:
         return type(self)(self.problems, source=source)
 
@@ -110,3 +114,7 @@ class DeviceError(UserError):
 class FactoryError(UserError):
     """A user's model factory (``--model module:function``) cannot be imported, fails, or returns
     something that is not the model the spec describes."""
+
+
+def _rebuild(kind: type[UserError], problems: Sequence[Problem], source: str | None) -> UserError:
+    return kind(problems, source=source)

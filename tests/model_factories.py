@@ -6,13 +6,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-WIDTHS = {"mlp": {"d": {"base": 32}, "n_in": 8, "n_out": 4}}
+WIDTHS = {"mlp": {"d": {"base": 32}, "n_in": 8, "n_out": 4},
+          "fails_wide": {"d": {"base": 16}, "n_in": 64, "n_out": 10}}
 
 
 def mlp(w: dict[str, int]) -> nn.Module:
     d = w["d"]
     return nn.Sequential(nn.Linear(w["n_in"], d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(),
                          nn.Linear(d, w["n_out"]))
+
+
+class FailsWide(nn.Sequential):
+    """An MLP whose forward raises at width 64 and wider, as a run out of memory would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self[0].out_features >= 64:
+            raise RuntimeError("CUDA out of memory (pretended)")
+        return super().forward(x)
+
+
+def fails_wide(w: dict[str, int]) -> nn.Module:
+    return FailsWide(nn.Linear(w["n_in"], w["d"]), nn.ReLU(), nn.Linear(w["d"], w["n_out"]))
 
 
 def raises(w: dict[str, int]) -> nn.Module:

@@ -20,7 +20,16 @@ optimum is flat under SP too, at 40 it moves from 2^-6 to 2^-8 between widths 32
 """
 
 from paramcalc.sweep.analysis import Optimum, analyse, drift, fit_optimum
-from paramcalc.sweep.points import Point, SweepConfig, load_records, points, run_sweep, train_point
+from paramcalc.sweep.points import (
+    Point,
+    Progress,
+    SweepConfig,
+    SweepFailed,
+    load_records,
+    points,
+    run_sweep,
+)
+from paramcalc.sweep.train import Job, train_point
 
-__all__ = ["Optimum", "Point", "SweepConfig", "analyse", "drift", "fit_optimum", "load_records", "points",
-           "run_sweep", "train_point"]
+__all__ = ["Job", "Optimum", "Point", "Progress", "SweepConfig", "SweepFailed", "analyse", "drift",
+           "fit_optimum", "load_records", "points", "run_sweep", "train_point"]

@@ -43,7 +43,7 @@ def plot_sweep(records: Iterable[Mapping[str, Any]], path: Path | str) -> None:
         ax.set_xlabel("log2 learning rate")
         ax.set_title(param)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("training loss after the last step")
+    axes[0][0].set_ylabel("loss after the last step")
     fig.tight_layout()
     suffix = Path(path).suffix.lstrip(".") or "png"
     write_atomically(Path(path), lambda tmp: fig.savefig(tmp, format=suffix, dpi=120), option="--plot")

@@ -9,11 +9,9 @@ again). A point whose loss stops being finite is recorded as diverged, with loss
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +19,14 @@ from typing import Any
 
 from paramcalc.errors import Problem, UsageError
 
-__all__ = ["Point", "SweepConfig", "load_records", "points", "run_sweep", "train_point"]
+__all__ = ["Point", "Progress", "SweepConfig", "SweepFailed", "load_records", "points", "run_sweep"]
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     """What a sweep trains: the grid (parametrizations x widths x log2 learning rates x seeds) and
-    how each point trains (optimizer, full-batch steps on a fixed batch of ``data``)."""
+    how each point trains (optimizer, steps on a fixed batch of ``data``, or on a fresh batch each
+    step where :attr:`streamed`)."""
 
     parametrizations: tuple[str, ...] = ("mup",)
     optimizer: str = "adam"
@@ -41,11 +40,31 @@ class SweepConfig:
     data: str = "digits"
     loss: str = "ce"
     device: str = "cpu"
+    #: Tokens per sequence, for a sequence model (others ignore it).
+    seq: int = 64
+
+    @property
+    def streamed(self) -> bool:
+        """A fresh batch each step (``chars``: a language model sees new text at every step, as in
+        training, and cannot memorise one batch), not one fixed batch."""
+        return self.data == "chars"
 
     def settings(self) -> dict[str, Any]:
         """What each record must share with this config to count as done by it."""
         return {"optimizer": self.optimizer, "steps": self.steps, "batch": self.batch, "data": self.data,
-                "loss": self.loss}
+                "loss": self.loss, "seq": self.seq}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a sweep stands, as each point finishes: points done (in the results, from before or now),
+    running, failed (raised; retried by a rerun) and in all; the point that just finished."""
+
+    done: int
+    running: int
+    failed: int
+    total: int
+    point: Point | None = None
 
 
 @dataclass(frozen=True)
@@ -64,66 +83,6 @@ def points(config: SweepConfig) -> list[Point]:
     """Every point of the grid, widths of one size together (so a rerun resumes width by width)."""
     return [Point(p, w, lr, s) for p in config.parametrizations for w in config.widths
             for lr in config.log2_lrs for s in range(config.seeds)]
-
-
-def train_point(spec: Any, point: Point, config: SweepConfig, derivations: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """Train one point; its record (losses after each step, final loss, diverged, seconds)."""
-    import torch
-
-    from paramcalc.engine import derive
-    from paramcalc.verify.model import apply_parametrization, build
-    from paramcalc.verify.plan import structure
-    from paramcalc.verify.widths import sweep
-
-    derivations = {} if derivations is None else derivations
-    d = derivations.get(point.parametrization)
-    if d is None:
-        d = derivations[point.parametrization] = derive(spec, point.parametrization, config.optimizer)
-    start = time.perf_counter()
-    (widths,) = sweep(d.spec, [point.width])
-    torch.manual_seed(point.seed)
-    device = torch.device(config.device)
-    model = build(d, widths, factory=None, device=device)
-    run = apply_parametrization(d, model, widths, lr=2.0**point.log2_lr)
-    shape = structure(d.spec, None)
-    batch = _batch(config.data, config.loss, config.batch, shape.n_in(widths), shape.n_out(widths),
-                   shape.sparse, point.seed).to(device)
-    losses = _train(run, batch, config.steps)
-    diverged = not math.isfinite(losses[-1])
-    return {"parametrization": point.parametrization, "width": point.width, "log2_lr": point.log2_lr,
-            "seed": point.seed, **config.settings(), "losses": [_json_number(x) for x in losses],
-            "final": _json_number(losses[-1]), "diverged": diverged,
-            "seconds": round(time.perf_counter() - start, 4)}
-
-
-@functools.lru_cache(maxsize=16)
-def _batch(data: str, loss: str, size: int, n_in: int, n_out: int, sparse: bool, seed: int) -> Any:
-    """A seed's fixed batch, drawn once per sweep rather than once per point (digits are read from
-    disk): the widths change, the model's input and output do not."""
-    from paramcalc.verify.data import make_batch
-
-    return make_batch(data=data, loss=loss, batch=size, n_in=n_in, n_out=n_out, sparse=sparse, seed=seed)
-
-
-def _train(run: Any, batch: Any, steps: int) -> list[float]:
-    """The loss before each step and after the last; stops at the first loss that is not finite."""
-    losses: list[float] = []
-    for step in range(steps + 1):
-        loss = batch.loss_value(run.model(batch.x))
-        losses.append(loss.item())
-        if not math.isfinite(losses[-1]) or step == steps:
-            break
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if not run.step():
-            losses.append(math.inf)
-            break
-    return losses
-
-
-def _json_number(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
@@ -145,34 +104,64 @@ def _key(record: Mapping[str, Any]) -> tuple[str, int, float, int]:
     return (record["parametrization"], int(record["width"]), float(record["log2_lr"]), int(record["seed"]))
 
 
+class SweepFailed(RuntimeError):
+    """Some points raised (not diverged: raised); the others are in the results file and a rerun with it
+    trains only the failed ones."""
+
+    def __init__(self, failures: list[tuple[Point, BaseException]]) -> None:
+        self.failures = failures
+        point, exc = failures[0]
+        super().__init__(f"{len(failures)} point(s) failed; the first, {point.parametrization} width "
+                         f"{point.width} lr 2^{point.log2_lr:g} seed {point.seed}: "
+                         f"{type(exc).__name__}: {exc}")
+
+
 def run_sweep(
     spec: Any, config: SweepConfig, results: Path | str | None = None, *,
-    progress: Callable[[Point, int, int], None] | None = None,
+    model: str | None = None, workers: int = 1, ray: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every point of ``config`` not already in ``results`` (appending each as it finishes);
-    returns the records of the whole grid. ``progress(point, done, total)`` is called before each
-    point is trained."""
+    """Train every point of ``config`` not already in ``results`` (appending each as it finishes) and
+    return the records of the whole grid, in grid order. ``spec`` is a spec (or its path), ``model``
+    the ``pkg.mod:function`` factory of the user's model (None: built from the spec); points run in
+    this process, in a pool of ``workers`` processes, or as Ray tasks (``ray``: an address, ``"auto"``
+    or ``"local"``; :mod:`~paramcalc.sweep.execute`). ``progress`` is called before the first point and
+    after each. Raises :class:`SweepFailed` after the rest has finished when some points raised."""
+    from paramcalc.spec import load_spec
+    from paramcalc.sweep.execute import execute
+    from paramcalc.sweep.train import Job
+
     path = None if results is None else Path(results)
-    done = {}
-    if path is not None:
-        for record in load_records(path):
-            if all(record.get(k) == v for k, v in config.settings().items()):
-                done[_key(record)] = record
-            else:
-                why = _differences(record, config)
-                raise UsageError([Problem("-o", f"{path} holds points trained with other settings ({why}); "
-                                               "use another results file")], source="command line")
+    done = _done(path, config)
     grid = points(config)
     todo = [p for p in grid if p.key not in done]
-    derivations: dict[str, Any] = {}
-    for i, point in enumerate(todo):
+    failures: list[tuple[Point, BaseException]] = []
+    if progress is not None:
+        progress(Progress(len(grid) - len(todo), 0, 0, len(grid)))
+    for outcome in execute(Job(load_spec(spec), config, model), todo, workers=workers, ray=ray):
+        if outcome.record is not None:
+            done[outcome.point.key] = outcome.record
+            if path is not None:
+                _append(path, outcome.record)
+        else:
+            failures.append((outcome.point, outcome.error))
         if progress is not None:
-            progress(point, len(grid) - len(todo) + i, len(grid))
-        record = train_point(spec, point, config, derivations)
-        done[point.key] = record
-        if path is not None:
-            _append(path, record)
+            progress(Progress(len(done), outcome.running, len(failures), len(grid), outcome.point))
+    if failures:
+        raise SweepFailed(failures)
     return [done[p.key] for p in grid]
+
+
+def _done(path: Path | None, config: SweepConfig) -> dict[tuple[str, int, float, int], dict[str, Any]]:
+    """The points of ``path`` trained with ``config``'s settings; a file holding others is refused."""
+    done: dict[tuple[str, int, float, int], dict[str, Any]] = {}
+    for record in [] if path is None else load_records(path):
+        if not all(record.get(k) == v for k, v in config.settings().items()):
+            why = _differences(record, config)
+            raise UsageError([Problem("-o", f"{path} holds points trained with other settings ({why}); "
+                                           "use another results file")], source="command line")
+        done[_key(record)] = record
+    return done
 
 
 def _differences(record: Mapping[str, Any], config: SweepConfig) -> str:

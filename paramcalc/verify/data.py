@@ -28,10 +28,20 @@ synthetic batches.
 ``digits`` is scikit-learn's 8x8 digits (1797 images, 64 features, shipped inside the package, no
 download): features standardised, rows rescaled to norm ``sqrt(64)``; one output keeps the first two
 classes with ``+-1`` targets (the paper's two-class setup); ``k`` outputs keep classes ``0..k-1``.
+An image model (its input layer a 2-D convolution) gets the same standardised digits as images
+``(B, C, 8, 8)``, the gray level repeated over its ``C`` input channels: a small real image task.
+
+``chars`` is character-level language modelling on real English prose that ships with every Python:
+the reference manual's topics in the standard library's ``pydoc_data.topics`` (about 465,000
+characters). Its alphabet is :data:`CHARS`, printable ASCII and the newline (96 symbols, token id
+``i`` the ``i``-th of them; the 0.1% of other characters are dropped), so the model's vocabulary
+must hold at least 96 tokens. A seed's batch is ``B`` windows of ``seq + 1`` characters at random
+offsets, ``x`` the first ``seq`` and ``y`` the next tokens.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +49,12 @@ import torch
 
 from paramcalc.errors import FactoryError, Problem, UsageError
 
-__all__ = ["Batch", "DATASETS", "LOSSES", "hook_batch", "is_hook", "make_batch"]
+__all__ = ["Batch", "CHARS", "DATASETS", "LOSSES", "char_ids", "char_text", "hook_batch", "is_hook",
+           "make_batch"]
 
-DATASETS = ("synthetic", "digits")
+DATASETS = ("synthetic", "digits", "chars")
+#: The ``chars`` alphabet: token id ``i`` is ``CHARS[i]``.
+CHARS = "\n" + "".join(chr(c) for c in range(32, 127))
 LOSSES = ("mse", "ce")
 
 
@@ -60,6 +73,10 @@ class Batch:
             x = x.to(dtype) if torch.is_floating_point(x) else x
             y = y.to(dtype) if torch.is_floating_point(y) else y
         return Batch(x, y, self.loss)
+
+    def split(self, size: int) -> list[Batch]:
+        """Consecutive batches of ``size`` examples."""
+        return [Batch(x, y, self.loss) for x, y in zip(self.x.split(size), self.y.split(size))]
 
     @property
     def tokens(self) -> int:
@@ -115,14 +132,12 @@ def make_batch(
     g = torch.Generator().manual_seed(10_007 * seed + 1)
     shape: tuple[int, ...] = (batch,) if seq is None else (batch, seq)
     if seq is not None:
-        if data != "synthetic" or not sparse:
-            raise UsageError([Problem("--data", "sequence models take synthetic token ids")], source=_SOURCE)
-        tokens = torch.randint(n_in, (batch, seq + 1), generator=g)
-        x = tokens[:, :-1]
-        if n_in == n_out:
-            labels = tokens[:, 1:]
-        else:
-            labels = torch.randint(max(n_out, 2), shape, generator=g)
+        x, labels = _sequences(data, n_in, n_out, batch, seq, sparse, g)
+    elif data == "chars":
+        raise UsageError([Problem("--data", "chars is for language models (token ids in, the vocabulary "
+                                            "out); this model is not one")], source=_SOURCE)
+    elif isinstance(n_in, tuple) and data == "digits":
+        x, labels = _digit_images(n_in, n_out, batch, g)
     elif isinstance(n_in, tuple):
         if data != "synthetic":
             raise UsageError([Problem("--data", f"the model takes images {n_in}, not {data}; give --data "
@@ -150,12 +165,42 @@ def make_batch(
     return Batch(x, y, loss)
 
 
+def _sequences(
+    data: str, n_in: Any, n_out: int, batch: int, seq: int, sparse: bool, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``(batch, seq)`` and their targets: the next tokens for a language model (``n_in ==
+    n_out``), uniform classes otherwise."""
+    if data == "digits" or not sparse or isinstance(n_in, tuple):
+        raise UsageError([Problem("--data", "sequence models take token ids: synthetic or chars")],
+                         source=_SOURCE)
+    tokens = (_chars(n_in, batch, seq, g) if data == "chars"
+              else torch.randint(n_in, (batch, seq + 1), generator=g))
+    if n_in == n_out:
+        return tokens[:, :-1], tokens[:, 1:]
+    return tokens[:, :-1], torch.randint(max(n_out, 2), (batch, seq), generator=g)
+
+
 def _digits(
     n_in: int, n_out: int, batch: int, sparse: bool, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if sparse or n_in != 64:
         raise UsageError([Problem("--data", f"digits has 64 dense features; the spec's first layer takes "
                                            f"{'token ids' if sparse else n_in}")], source=_SOURCE)
+    return _standard_digits(n_out, batch, g)
+
+
+def _digit_images(
+    image: tuple[int, ...], n_out: int, batch: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits as ``(B, C, 8, 8)`` images for a 2-D convolution with ``C`` input channels."""
+    if len(image) != 3:
+        raise UsageError([Problem("--data", f"digits are 2-D images; the model's input convolution is "
+                                            f"{len(image) - 1}-D")], source=_SOURCE)
+    x, labels = _standard_digits(n_out, batch, g)
+    return x.reshape(batch, 1, 8, 8).expand(batch, image[0], 8, 8).contiguous(), labels
+
+
+def _standard_digits(n_out: int, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     classes = 2 if n_out == 1 else n_out
     if classes > 10:
         raise UsageError([Problem("--data", f"digits has 10 classes; the model has {n_out} outputs")],
@@ -177,6 +222,33 @@ def _digits(
     x = x * (64**0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-6))
     order = torch.randperm(len(y), generator=g)[:batch]
     return x[order], y[order]
+
+
+def _chars(vocab: int, batch: int, seq: int, g: torch.Generator) -> torch.Tensor:
+    """``batch`` windows of ``seq + 1`` token ids of :func:`char_text`."""
+    if vocab < len(CHARS):
+        raise UsageError([Problem("--data", f"chars has {len(CHARS)} symbols (printable ASCII and the "
+                                            f"newline); the model's vocabulary holds {vocab}")],
+                         source=_SOURCE)
+    ids = char_ids()
+    if seq + 1 > len(ids):
+        raise UsageError([Problem("--seq", f"at most {len(ids) - 1} characters")], source=_SOURCE)
+    starts = torch.randint(len(ids) - seq, (batch,), generator=g)
+    return ids[starts[:, None] + torch.arange(seq + 1)]
+
+
+def char_text() -> str:
+    """The ``chars`` text: Python's reference-manual topics (``pydoc_data.topics``), in key order."""
+    from pydoc_data.topics import topics
+
+    return "".join(topics[key] for key in sorted(topics))
+
+
+@functools.lru_cache(maxsize=1)
+def char_ids() -> torch.Tensor:
+    """The ``chars`` text as token ids (characters outside :data:`CHARS` dropped)."""
+    index = {c: i for i, c in enumerate(CHARS)}
+    return torch.tensor([index[c] for c in char_text() if c in index], dtype=torch.long)
 
 
 def is_hook(data: str) -> bool:
