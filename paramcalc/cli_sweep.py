@@ -77,7 +77,8 @@ def sweep(
     _check_data(data)
     if plot is not None:
         _check_plot_format(plot)
-    chosen = _device(device.value)
+    # On Ray each task resolves "auto" where it runs (a CPU-only driver may front a GPU cluster).
+    chosen = device.value if ray is not None and device.value == "auto" else _device(device.value)
     config = SweepConfig(params, getattr(optimizer, "value", optimizer), tuple(parse_width_list(widths)),
                          parse_log2_grid(lrs), steps, seeds, batch, data,
                          loss.value if loss is not None else "mse" if data == "synthetic" else "ce",
@@ -125,7 +126,7 @@ def _workers(text: str, device: str) -> int:
     from paramcalc.sweep.execute import cores
 
     if text == "auto":
-        return 1 if device == "cuda" else cores()
+        return 1 if device != "cpu" else cores()
     if not text.isdigit() or int(text) < 1 or int(text) > 1024:
         raise UsageError([Problem("--workers", f"expected auto or a number of processes, got {text!r}")],
                          source="command line")

@@ -277,3 +277,12 @@ def test_workers_one_per_core_on_the_cpu_and_one_on_a_gpu():
     for bad in ("0", "-1", "x"):
         with pytest.raises(UsageError, match="--workers"):
             _workers(bad, "cpu")
+
+
+def test_auto_device_is_resolved_where_the_point_trains():
+    import torch
+
+    from paramcalc.sweep.train import _where
+
+    assert _where("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert _where("cpu") == "cpu"

@@ -39,6 +39,7 @@ class SweepConfig:
     batch: int = 128
     data: str = "digits"
     loss: str = "ce"
+    #: cpu, cuda, or auto (resolved where each point trains: a Ray task's node).
     device: str = "cpu"
     #: Tokens per sequence, for a sequence model (others ignore it).
     seq: int = 64

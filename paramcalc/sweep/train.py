@@ -100,7 +100,7 @@ def train_point(job: Job, point: Any) -> dict[str, Any]:
     d = job.derivation(point.parametrization)
     start = time.perf_counter()
     (widths,) = sweep(d.spec, [point.width])
-    device = torch.device(config.device)
+    device = torch.device(_where(config.device))
     batches = [b.to(device) for b in job.batches(d, widths, point.seed)]
     torch.manual_seed(point.seed)
     model = build(d, widths, factory=job.factory(), device=device)
@@ -111,6 +111,15 @@ def train_point(job: Job, point: Any) -> dict[str, Any]:
             "seed": point.seed, **config.settings(), "losses": [_json_number(x) for x in losses],
             "final": _json_number(losses[-1]), "diverged": diverged,
             "seconds": round(time.perf_counter() - start, 4)}
+
+
+def _where(device: str) -> str:
+    """``auto`` (a Ray task's setting): CUDA when this process has it, else the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _train(run: Any, batches: list[Any], steps: int) -> list[float]:
