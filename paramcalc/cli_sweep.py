@@ -147,7 +147,7 @@ def _run(loaded, config, output, **how):  # noqa: ANN001, ANN003, ANN202
         def progress(p):  # noqa: ANN001, ANN202
             last = "" if p.point is None else (f"last: {p.point.parametrization} width {p.point.width} "
                                                f"lr 2^{p.point.log2_lr:g}")
-            bar.update(task, completed=p.done, total=p.total, description="sweep",
+            bar.update(task, completed=p.done, total=p.total,
                        state=f"{p.running} running, {p.failed} failed {last}")
 
         try:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from paramcalc.errors import Problem, UsageError
+from paramcalc.errors import Problem, UsageError, UserError
 from paramcalc.sweep.train import Job, train_point
 
 __all__ = ["Outcome", "cores", "execute"]
@@ -63,9 +63,7 @@ def _serial(job: Job, todo: Sequence[Any]) -> Iterator[Outcome]:
         yield _outcome(job, point, running=min(1, len(todo) - i - 1))
 
 
-def _outcome(job: Job, point: Any, running: int) -> Outcome:
-    from paramcalc.errors import UserError
-
+def _outcome(job: Job, point: Any, running: int = 0) -> Outcome:
     try:
         return Outcome(point, train_point(job, point), None, running)
     except UserError:
@@ -80,10 +78,6 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _pool_train(job: Job, point: Any) -> Outcome:
-    return _outcome(job, point, running=0)
-
-
 def _pool(job: Job, todo: Sequence[Any], workers: int) -> Iterator[Outcome]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -93,7 +87,7 @@ def _pool(job: Job, todo: Sequence[Any], workers: int) -> Iterator[Outcome]:
     # spawn, not fork: a forked child of a process that has run torch can deadlock in its thread pools.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(_pool_train, job, p) for p in todo}
+        pending = {pool.submit(_outcome, job, p) for p in todo}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -126,7 +120,7 @@ def _ray(job: Job, todo: Sequence[Any], address: str) -> Iterator[Outcome]:
                     outcome = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a task that died (its worker killed, ...)
                     outcome = Outcome(point, None, getattr(exc, "cause", None) or exc, 0)
-                if outcome.error is not None and _is_user_error(outcome.error):
+                if isinstance(outcome.error, UserError):
                     raise outcome.error
                 yield Outcome(point, outcome.record, outcome.error, min(capacity, len(refs)))
     finally:
@@ -140,15 +134,9 @@ def _ray_train(job: Job, point: Any) -> Outcome:
 
     torch.set_num_threads(1)
     try:
-        return _outcome(job, point, running=0)
+        return _outcome(job, point)
     except Exception as exc:  # noqa: BLE001 - the user error, re-raised by the driver
         return Outcome(point, None, exc, 0)
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    from paramcalc.errors import UserError
-
-    return isinstance(exc, UserError)
 
 
 def _import_ray() -> Any:

@@ -1,5 +1,6 @@
 """Training one point of a sweep: the model at one width, its parametrization applied through the
-emitted code users call, ``steps`` full-batch steps, the loss after each.
+emitted code users call, ``steps`` steps (on one fixed batch, or a fresh batch each step for
+streamed data), the loss after each.
 
 A :class:`Job` is everything a point needs that does not change from point to point (the spec, the
 ``--model`` factory's import path, the config): it is built once, pickled to each worker process or
@@ -66,27 +67,15 @@ class Job:
 def draw_batch(
     spec: Any, factory: Any, widths: dict[str, int], config: Any, seed: int, count: int = 1
 ) -> Any:
-    """``count`` batches of ``config.data`` at once, shaped as the model reads them: token sequences
-    for a sequence model, images for a convolution first, vectors otherwise; or the ``--data`` hook's
-    one batch."""
-    from paramcalc.factory import load_factory
-    from paramcalc.infer.inputs import image_shape
-    from paramcalc.infer.probe import build_on_meta
-    from paramcalc.verify.data import hook_batch, is_hook, make_batch
-    from paramcalc.verify.plan import structure
+    """``count`` batches of ``config.data`` at once, drawn as verify draws them
+    (:func:`~paramcalc.verify.plan.batch_drawer`: token sequences for a sequence model, images for a
+    convolution first, vectors otherwise; or the ``--data`` hook's one batch)."""
+    from paramcalc.verify.plan import batch_drawer, structure
 
-    if is_hook(config.data):
-        hook = load_factory(config.data, "--data")
-        return hook_batch(hook, config.data, loss=config.loss, batch=config.batch, seed=seed)
     shape = structure(spec, factory)
-    if shape.images:
-        model = None if factory is None else build_on_meta(factory, widths, "the --model factory").model
-        n_in: Any = image_shape(spec, widths, model)
-    else:
-        n_in = shape.n_in(widths)
-    seq = config.seq if shape.sequence else None
-    return make_batch(data=config.data, loss=config.loss, batch=config.batch * count, n_in=n_in,
-                      n_out=shape.n_out(widths), sparse=shape.sparse, seed=seed, seq=seq)
+    draw = batch_drawer(config.data, factory, shape, batch=config.batch * count, loss=config.loss,
+                        seq=config.seq if shape.sequence else None)
+    return draw(widths, (seed,))[seed]
 
 
 def train_point(job: Job, point: Any) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from paramcalc.verify.model import does_not_fit, load_factory
 from paramcalc.verify.probe import zero_gradient, zero_gradient_reason
 from paramcalc.verify.widths import attention_heads, lead_width, sweep
 
-__all__ = ["Structure", "VerifyPlan", "plan", "resolve_device"]
+__all__ = ["Structure", "VerifyPlan", "batch_drawer", "plan", "resolve_device"]
 
 Factory = Callable[[dict[str, int]], nn.Module]
 
@@ -191,7 +191,7 @@ def plan(spec: Spec | Mapping[str, Any] | str, config: VerifyConfig) -> VerifyPl
     dtype = config.dtype or ("float32" if chain else "float64")
     fitting = [at for at in widths if not does_not_fit(derivation, at, batch, config.optimizer, device)]
 
-    drawer = _drawer(config, factory, shape, batch=batch, loss=loss, seq=seq)
+    drawer = batch_drawer(config.data, factory, shape, batch=batch, loss=loss, seq=seq)
 
     def draw() -> dict[int, Batch]:  # every seed's batch, drawn at the first width that fits
         return {} if not fitting else drawer(fitting[0], seed_list)
@@ -244,14 +244,15 @@ def _input_note(batches: Mapping[int, Batch], config: VerifyConfig, factory: Fac
             f"{tuple(b.y.shape)}); give --data pkg.mod:function returning (inputs, targets) for others."]
 
 
-def _drawer(config: VerifyConfig, factory: Factory | None, shape: Structure, *, batch: int, loss: str,
-            seq: int | None) -> Callable[[Mapping[str, int], tuple[int, ...]], dict[int, Batch]]:
-    """How the seeds' batches are drawn at widths ``at``: from the ``--data`` hook, or synthetic (or
-    digits) data shaped as the model's input layer reads it: token ids, vectors, or images whose
-    side is the factory model's ``config.image_size`` (read from a build on the meta device)."""
-    if is_hook(config.data):
-        hook = load_factory(config.data, "--data")
-        return lambda at, seeds: {s: hook_batch(hook, config.data, loss=loss, batch=batch, seed=s)
+def batch_drawer(data: str, factory: Factory | None, shape: Structure, *, batch: int, loss: str,
+                 seq: int | None) -> Callable[[Mapping[str, int], tuple[int, ...]], dict[int, Batch]]:
+    """How the seeds' batches are drawn at widths ``at`` (by verify and by the sweep): from the
+    ``--data`` hook, or synthetic, digits or chars data shaped as the model's input layer reads it:
+    token ids, vectors, or images whose side is the factory model's ``config.image_size`` (read from a
+    build on the meta device)."""
+    if is_hook(data):
+        hook = load_factory(data, "--data")
+        return lambda at, seeds: {s: hook_batch(hook, data, loss=loss, batch=batch, seed=s)
                                   for s in seeds}
 
     def draw(at: Mapping[str, int], seeds: tuple[int, ...]) -> dict[int, Batch]:
@@ -260,7 +261,7 @@ def _drawer(config: VerifyConfig, factory: Factory | None, shape: Structure, *, 
             model = None if factory is None else build_on_meta(factory, at, "the --model factory").model
             image = image_shape(shape.spec, at, model)
         n_in = image if image is not None else shape.n_in(at)
-        return {s: make_batch(data=config.data, loss=loss, batch=batch, seed=s, n_in=n_in,
+        return {s: make_batch(data=data, loss=loss, batch=batch, seed=s, n_in=n_in,
                               n_out=shape.n_out(at), sparse=shape.sparse, seq=seq) for s in seeds}
 
     return draw
