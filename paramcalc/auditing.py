@@ -154,11 +154,22 @@ def _multiplier_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[Audi
     from paramcalc.torch import emitted
 
     rows = []
-    for layer, (weight, bias) in emitted(d)["layer_multipliers"](widths).items():
-        hooks = [h for h in model.get_submodule(layer)._forward_hooks.values()
-                 if getattr(h, "paramcalc_multiplier", False)]
-        found = hooks[-1].weight if hooks else 1.0
-        found_bias = hooks[-1].bias if hooks else (None if bias is None else 1.0)
+    namespace = emitted(d)
+    packed = {part: (layer, i) for layer, pair in namespace.get("PACKED_ATTENTION", {}).items()
+              for i, part in enumerate(pair)}
+    for layer, (weight, bias) in namespace["layer_multipliers"](widths).items():
+        if layer in packed:  # an nn.MultiheadAttention's projection: its forward applies them
+            holder, i = packed[layer]
+            module = model.get_submodule(holder)
+            own = _packed_forward_of(module, namespace)
+            unset = (1.0, None if bias is None else 1.0)
+            found, found_bias = module.paramcalc_multipliers[i] if own else unset
+            hooks = [own] if own else []
+        else:
+            hooks = [h for h in model.get_submodule(layer)._forward_hooks.values()
+                     if getattr(h, "paramcalc_multiplier", False)]
+            found = hooks[-1].weight if hooks else 1.0
+            found_bias = hooks[-1].bias if hooks else (None if bias is None else 1.0)
         ok = _close(found, weight, 1e-9) and (bias is None or _close(found_bias, bias, 1e-9))
         if weight != 1 or hooks or (bias is not None and bias != 1):
             rows.append(AuditRow(f"{layer}", "multiplier", weight, found, ok,
@@ -166,14 +177,25 @@ def _multiplier_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[Audi
     return rows
 
 
+def _packed_forward_of(module: Any, namespace: Mapping[str, Any]) -> bool:
+    """Whether an ``nn.MultiheadAttention`` computes with the emitted forward (its multipliers and
+    logit scale), not torch's own."""
+    forward = module.__dict__.get("forward")
+    return getattr(forward, "__func__", None) is namespace.get("_packed_forward", False)
+
+
 def _attention_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[AuditRow]:
-    from paramcalc.torch import attention_modules
+    from torch import nn
+
+    from paramcalc.torch import attention_modules, emitted
 
     values = d.evaluate_constants(widths)
     rows = []
     for layer, (module, attr) in attention_modules(model, d).items():
         expected = values[f"{layer}.scale"]
         found = float(getattr(module, attr)) if attr else math.nan
+        if isinstance(module, nn.MultiheadAttention) and not _packed_forward_of(module, emitted(d)):
+            found = 1 / math.sqrt(module.head_dim)  # torch's own: a `scale` attribute alone does nothing
         rows.append(AuditRow(layer, "attention_scale", expected, found, _close(found, expected, 1e-9),
                              "set it: paramcalc.torch.apply(model, d, widths) (or scale= in attention)"))
     return rows
@@ -272,5 +294,8 @@ def _per_tensor(d: Any, checks: list[AuditRow]) -> list[TensorAudit]:
     """Each tensor's checks: those naming it, its layer (a prefix of its name) or, for a tied use, the
     layer that uses it."""
     tied = {layer: use.tensor for layer, use in d.tied.items()}
-    return [TensorAudit(name, tuple(c for c in checks if c.tensor == name or name.startswith(f"{c.tensor}.")
-                                    or tied.get(c.tensor) == name)) for name in d]
+    def mine(c: AuditRow, name: str) -> bool:
+        return c.tensor == name or name.startswith(f"{c.tensor}.") or tied.get(c.tensor) == name \
+            or name in (f"{c.tensor}_weight", f"{c.tensor}_bias")  # a packed projection's tensors
+
+    return [TensorAudit(name, tuple(c for c in checks if mine(c, name))) for name in d]

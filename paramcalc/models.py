@@ -232,6 +232,8 @@ def _assemble(root: nn.Module, spec: Spec, dims: _Dims, factory: dict[str, objec
             position[layer.name] = min(position[p] for p in layer.attrs["projections"].values()) - 0.5
     for layer in sorted(spec.layers, key=lambda layer: position[layer.name]):
         module = layer.definition.torch_module(layer, dims, factory, spec.activation)
+        if module is None:  # a packed projection: its block holds its tensors
+            continue
         _attach(root, layer.name, module, spec, layer.path)
     tied = [layer for layer in spec.layers if layer.attrs.get("tie")]
     for layer in tied:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "Attention", "InOutLinear", "LayerNorm", "Mlp", "OneHotLinear", "RMSNorm"]
+__all__ = ["ACTIVATIONS", "Attention", "InOutLinear", "LayerNorm", "Mlp", "OneHotLinear", "PackedAttention",
+           "RMSNorm"]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -49,6 +50,22 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, bias={self.bias is not None}, eps={self.eps}"
+
+
+class PackedAttention(nn.MultiheadAttention):
+    """Causal self-attention as torch's ``nn.MultiheadAttention`` holds it (a spec's ``attention``
+    with ``packed: true``): ``in_proj_weight`` and ``in_proj_bias`` are its own tensors, ``out_proj``
+    is the spec's linear layer, attached as a child; ``forward(x)`` takes ``(batch, seq, d_model)``.
+    Its logits are torch's, ``q . k / sqrt(head_dim)``, until the emitted ``apply_multipliers``
+    gives it the derived scale, as it does for any ``nn.MultiheadAttention``."""
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool, **factory: object) -> None:
+        super().__init__(d_model, n_heads, bias=bias, batch_first=True, **factory)  # type: ignore[arg-type]
+        del self.out_proj  # the spec's layer takes its place
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
+        return super().forward(x, x, x, attn_mask=mask, need_weights=False)[0]
 
 
 class Attention(nn.Module):

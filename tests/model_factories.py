@@ -77,12 +77,24 @@ def bad_batch(batch: int, seed: int) -> torch.Tensor:
 
 
 class WithMultiheadAttention(nn.Module):
-    def __init__(self, d: int) -> None:
+    """Token embedding, one causal nn.MultiheadAttention on a residual stream, a linear readout."""
+
+    def __init__(self, d: int, heads: int = 4, **kwargs: object) -> None:
         super().__init__()
         self.emb = nn.Embedding(50, d)
-        self.att = nn.MultiheadAttention(d, 4, batch_first=True)
+        self.att = nn.MultiheadAttention(d, heads, batch_first=True, **kwargs)
         self.out = nn.Linear(d, 50)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = self.emb(idx)
+        mask = torch.ones(idx.shape[1], idx.shape[1], dtype=torch.bool, device=idx.device).triu(1)
+        return self.out(h + self.att(h, h, h, attn_mask=mask, need_weights=False)[0])
 
 
 def multihead(w: dict[str, int]) -> nn.Module:
     return WithMultiheadAttention(w["d"])
+
+
+def multihead_kdim(w: dict[str, int]) -> nn.Module:
+    """Keys of their own width: q, k and v are not one packed in_proj_weight."""
+    return WithMultiheadAttention(w["d"], kdim=8, vdim=8)

@@ -94,7 +94,7 @@ def test_audit_exit_codes():
         ("tests.model_factories:not_a_module", ["returned int", "torch.nn.Module"]),
         ("tests.model_factories:not_monomial", ["0.weight", "not a product of powers"]),
         ("tests.model_factories:unknown_kind", ["1.w", "fan-in from its fan-out"]),
-        ("tests.model_factories:multihead", ["att", "nn.MultiheadAttention", "scaled_dot_product_attention"]),
+        ("tests.model_factories:multihead_kdim", ["att", "nn.MultiheadAttention", "kdim/vdim"]),
         ("tests.model_factories:no_such_function", ["no callable"]),
         ("no_such_module_xyz:build", ["cannot import"]),
         ("no_colon", ["module:function"]),

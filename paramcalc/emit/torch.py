@@ -93,6 +93,9 @@ def torch_context(d: Derivation, widths: Mapping[str, int] | None = None) -> dic
         ],
         "constants": constant_entries(d, at, code),
         "residuals": constant_entries(d, at, code, ".residual"),
+        "packed": [{"layer": literal(layer.name), "in_proj": literal(layer.attrs["projections"]["qkv"]),
+                    "out_proj": literal(layer.attrs["projections"]["o"])}
+                   for layer in d.spec.layers if layer.attrs.get("packed") and layer.kind == "attention"],
     }
 
 

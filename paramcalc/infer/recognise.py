@@ -5,7 +5,8 @@ layer with ``layout: in_out``); ``nn.Embedding``; ``nn.Conv1d/2d/3d``; normalisa
 module whose class name contains ``Norm`` and whose parameters are a ``weight`` and optional
 ``bias`` vector: LayerNorm, RMSNorm, BatchNorm, GroupNorm, HF's ``LlamaRMSNorm``); attention
 modules that expose ``head_dim`` and their q/k/v/o projections as child modules (Hugging Face's
-GPT-2, Llama, ViT, ... attention), whose logit scale the derivation then gives; and raw
+GPT-2, Llama, ViT, ... attention) and torch's ``nn.MultiheadAttention`` (a ``packed`` attention),
+whose logit scale the derivation then gives; and raw
 ``nn.Parameter``s with at most one dimension that grows with width (class tokens, position
 tables), as ``parameter`` entries. Anything else is named in the error, with what would fix it.
 """
@@ -85,13 +86,10 @@ class Recogniser:
     def module(self, path: str, module: nn.Module) -> None:
         from paramcalc.infer.attention import attention_entry
 
-        if attention_entry(self, path, module):
-            return
         if isinstance(module, nn.MultiheadAttention):
-            self.problems.append(Problem(path or "model", (
-                "is an nn.MultiheadAttention, which paramcalc cannot parametrize: its q, k and v share one "
-                "in_proj_weight and its logit scale is fixed at 1/sqrt(head_dim) (it takes no scale). Use "
-                "four nn.Linear (q, k, v, o) and F.scaled_dot_product_attention(..., scale=...)")))
+            self.multihead(path, module)
+            return
+        if attention_entry(self, path, module):
             return
         own = {k: v for k, v in module._parameters.items() if v is not None}
         if not own:
@@ -112,6 +110,25 @@ class Recogniser:
         else:
             for pname in own:
                 self.raw(f"{path}.{pname}" if path else pname, module)
+
+    def multihead(self, path: str, module: nn.MultiheadAttention) -> None:
+        """torch's attention as a ``packed`` attention entry (q, k, v in its own ``in_proj_weight``)."""
+        if not module._qkv_same_embed_dim or module.bias_k is not None:
+            self.problems.append(Problem(path or "model", (
+                "is an nn.MultiheadAttention with kdim/vdim of their own or add_bias_kv, which paramcalc "
+                "cannot parametrize yet; use one with embed_dim-wide keys and values (packed q, k, v), "
+                "or four nn.Linear (q, k, v, o) and F.scaled_dot_product_attention(..., scale=...)")))
+            return
+        w = f"{path}.in_proj_weight"
+        entry: dict[str, Any] = {
+            "kind": "attention", "name": path, "d_model": self.dim(self.attr(path, "embed_dim"), w),
+            "n_heads": self.dim(self.attr(path, "num_heads"), f"{path}.num_heads"),
+            "d_head": self.dim(self.attr(path, "head_dim"), f"{path}.head_dim"), "packed": True,
+        }
+        if module.in_proj_bias is not None:
+            entry["bias"] = True
+        self.entries.append(entry)
+        self.done.add(f"{path}.out_proj")
 
     def linear(self, path: str, module: nn.Module, **extra: Any) -> None:
         in_out = _is_conv1d_hf(module)

@@ -67,6 +67,13 @@ class AttentionLayer(SpecEntry):
     query heads; fused, ``qkv`` is ``(n_heads + 2*n_kv_heads)*d_head`` wide. ``layout: in_out``
     stores every projection ``(fan_in, fan_out)`` (Hugging Face ``Conv1D``).
 
+    ``packed: true`` is torch's ``nn.MultiheadAttention``: one fused q, k, v projection whose
+    tensors the attention module holds itself (``<name>.in_proj_weight``, ``<name>.in_proj_bias``)
+    and an output projection ``<name>.out_proj``; ``fused`` is implied, ``names`` are those, and
+    there is no grouped-query attention. torch's module takes no logit scale: the emitted code's
+    ``apply_multipliers`` gives it a forward that applies the derived scale (and the multipliers of
+    its ``in_proj``).
+
     The derivation also gives the attention-logit scale to pass to attention.
     """
 
@@ -78,6 +85,7 @@ class AttentionLayer(SpecEntry):
     n_kv_heads: Dim | None = None
     bias: StrictBool = False
     fused: StrictBool = False
+    packed: StrictBool = False
     layout: Literal["out_in", "in_out"] = "out_in"
     names: AttentionNames = AttentionNames()
 
@@ -93,6 +101,8 @@ class AttentionAttrs(LayerAttrs):
     fused: bool
     projections: Mapping[str, str]
     n_kv_heads: sympy.Expr | None = None
+    packed: bool = False
+    bias: bool = False
 
 
 class Attention(LayerKind):
@@ -111,6 +121,10 @@ class Attention(LayerKind):
         n_kv = builder.dim(kv_raw, f"{path}.n_kv_heads")
         if d_model is None or n_heads is None or d_head is None or n_kv is None:
             return
+        if entry.packed:
+            entry = _packed(builder, entry, path, sympy.simplify(n_heads * d_head - d_model) == 0)
+            if entry is None:
+                return
         # Sub-expressions are written back as text for the projections' own parsing (cached).
         width = f"({entry.n_heads})*({entry.d_head})"
         kv = f"({kv_raw})*({entry.d_head})"
@@ -121,9 +135,10 @@ class Attention(LayerKind):
         else:
             parts = {"q": (entry.d_model, width), "k": (entry.d_model, kv), "v": (entry.d_model, kv)}
         parts["o"] = (width, entry.d_model)
-        subs = builder.projections(name, parts, entry.names, entry.bias, path, entry.layout)
+        subs = builder.projections(name, parts, entry.names, entry.bias, path, entry.layout,
+                                   packed=("qkv",) if entry.packed else ())
         attrs = AttentionAttrs(d_model, n_heads, d_head, entry.fused, subs,
-                               None if entry.n_kv_heads is None else n_kv)
+                               None if entry.n_kv_heads is None else n_kv, entry.packed, entry.bias)
         builder.add_layer(name, self.name, path, {}, attrs)
 
     def width_in(self, layer: Any) -> Any:
@@ -131,7 +146,12 @@ class Attention(LayerKind):
 
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
         from paramcalc.modules import Attention as AttentionModule
+        from paramcalc.modules import PackedAttention
 
+        if layer.attrs.get("packed"):
+            return PackedAttention(dims(layer.attrs["d_model"], layer.path),
+                                   dims(layer.attrs["n_heads"], layer.path), bias=bool(layer.attrs["bias"]),
+                                   **factory)
         names = {k: v.rsplit(".", 1)[1] for k, v in layer.attrs["projections"].items()}
         n_kv = layer.attrs.get("n_kv_heads")
         return AttentionModule(dims(layer.attrs["n_heads"], layer.path),
@@ -141,6 +161,30 @@ class Attention(LayerKind):
     def constants(self, layer: Any, rule: Any, base: Any) -> dict[str, Any]:
         d_head = layer.attrs["d_head"]
         return {f"{layer.name}.scale": rule.attention_scale(d_head, d_head.xreplace(base))}
+
+
+#: The names of torch's ``nn.MultiheadAttention``'s projections.
+PACKED_NAMES = AttentionNames(qkv="in_proj", o="out_proj")
+
+
+def _packed(builder: Any, entry: AttentionLayer, path: str, heads_fill: bool) -> AttentionLayer | None:
+    """``entry`` (``packed: true``) as a fused attention named as ``nn.MultiheadAttention``; None
+    (a problem recorded) where torch's module cannot be that attention (``heads_fill``: whether
+    ``n_heads * d_head`` is ``d_model``)."""
+    wrong = []
+    if not heads_fill:
+        wrong.append(("d_head", "its head_dim is d_model/n_heads"))
+    if entry.n_kv_heads is not None and entry.n_kv_heads != entry.n_heads:
+        wrong.append(("n_kv_heads", "nn.MultiheadAttention has no grouped-query attention"))
+    if entry.layout != "out_in":
+        wrong.append(("layout", "nn.MultiheadAttention stores in_proj_weight (out, in)"))
+    if entry.names not in (AttentionNames(), PACKED_NAMES):
+        wrong.append(("names", "a packed attention's projections are in_proj and out_proj"))
+    for field, why in wrong:
+        builder.problem(f"{path}.{field}", f"packed: true is torch's nn.MultiheadAttention: {why}")
+    if wrong:
+        return None
+    return entry.model_copy(update={"fused": True, "names": PACKED_NAMES})
 
 
 KIND = Attention()

@@ -106,7 +106,8 @@ class LayerKind:
     def torch_module(self, layer: Layer, dims: Any, factory: Mapping[str, Any], activation: str) -> Any:
         """The ``torch.nn.Module`` of the layer at integer widths (``dims(expr, where) -> int``).
 
-        Blocks return their container without the projections, which are layers of their own."""
+        Blocks return their container without the projections, which are layers of their own;
+        a projection whose block holds its tensors (``packed``) returns None."""
         raise NotImplementedError
 
     # The first-step calculus (gain kinds) --------------------------------------------------------

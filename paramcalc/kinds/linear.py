@@ -39,7 +39,9 @@ class LinearLayer(SpecEntry):
 
 @dataclass(frozen=True)
 class LinearAttrs(LayerAttrs):
-    """A linear layer's attributes; a projection of a block also names its ``block`` and ``part``."""
+    """A linear layer's attributes; a projection of a block also names its ``block`` and ``part``,
+    and is ``packed`` when the block holds its tensors (``<block>.in_proj_weight`` of torch's
+    ``nn.MultiheadAttention``), so that it has no module of its own."""
 
     fan_in: sympy.Expr
     fan_out: sympy.Expr
@@ -48,6 +50,7 @@ class LinearAttrs(LayerAttrs):
     block: str | None = None
     part: str | None = None
     layout: Literal["out_in", "in_out"] = "out_in"
+    packed: bool = False
 
 
 class Linear(LayerKind):
@@ -59,17 +62,21 @@ class Linear(LayerKind):
     activates = True
     flax_leaves = {"weight": "kernel", "bias": "bias"}
 
-    def expand(self, builder: Any, name: str, entry: LinearLayer, path: str, **attrs: str) -> None:
+    def expand(self, builder: Any, name: str, entry: LinearLayer, path: str, **attrs: Any) -> None:
         fan_in = builder.dim(entry.fan_in, f"{path}.fan_in")
         fan_out = builder.dim(entry.fan_out, f"{path}.fan_out")
         gain = builder.const(entry.gain, f"{path}.gain")
         if fan_in is None or fan_out is None or gain is None:
             return
+        packed = attrs.get("packed", False)  # tensors <name>_weight, <name>_bias held by the block
         weight = builder.weight(name, fan_in, fan_out, entry.input, gain, entry.layout, path, entry.tie)
+        if packed:
+            weight = builder.rename_tensor(weight, f"{name}_weight")
         params = {"weight": weight}
         if entry.bias:
             init = "normal" if entry.bias_init == "normal" else "zeros"
-            params["bias"] = builder.vector(name, "bias", "bias", fan_out, init, path).name
+            params["bias"] = builder.vector(name, "bias", "bias", fan_out, init, path,
+                                            tensor=f"{name}_bias" if packed else None).name
         builder.add_layer(name, self.name, path, params,
                           LinearAttrs(fan_in, fan_out, entry.input, entry.tie, layout=entry.layout, **attrs))
 
@@ -84,6 +91,9 @@ class Linear(LayerKind):
 
     def torch_module(self, layer: Any, dims: Any, factory: Any, activation: str) -> Any:
         from torch import nn
+
+        if layer.attrs.get("packed"):
+            return None  # its block's module holds its tensors
 
         from paramcalc.modules import InOutLinear, OneHotLinear
 

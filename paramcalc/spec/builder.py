@@ -9,7 +9,7 @@ or the linear projections of a block. Every problem found is collected, so one e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -197,9 +197,11 @@ class Builder:
     def vector(
         self, layer: str, param: str, kind: Literal["bias", "gain"], fan_out: sympy.Expr,
         init: Literal["normal", "zeros", "ones"], path: str, owner: str | None = None,
+        tensor: str | None = None,
     ) -> Tensor:
-        """A vector ``layer.param`` (``owner``: the spec layer it belongs to, if not ``layer``)."""
-        name = f"{layer}.{param}" if layer else param
+        """A vector ``layer.param`` (``owner``: the spec layer it belongs to, if not ``layer``;
+        ``tensor``: the torch name, if not ``layer.param``)."""
+        name = tensor or (f"{layer}.{param}" if layer else param)
         t = Tensor(
             name=name, layer=owner or layer, param=param, kind=kind, fan_in=ONE,
             fan_out=fan_out, input="constant", gain=ONE, init=init,
@@ -220,12 +222,13 @@ class Builder:
             shape = (fan_in, fan_out) if layout == "in_out" else (fan_out, fan_in)
             self._ties.append((name, tie, use, shape))
             return f"{tie}.weight"
+        tensor = f"{name}.weight"
         self.tensors.append(Tensor(
-            name=f"{name}.weight", layer=name, param="weight", kind="weight", fan_in=fan_in,
+            name=tensor, layer=name, param="weight", kind="weight", fan_in=fan_in,
             fan_out=fan_out, input=input, gain=gain, init="normal", role=role, layout=layout,
             path=path,
         ))
-        return f"{name}.weight"
+        return tensor
 
     def add_layer(
         self, name: str, kind: str, path: str, params: Mapping[str, str], attrs: Mapping[str, object]
@@ -235,17 +238,28 @@ class Builder:
 
     def projections(
         self, block: str, parts: Mapping[str, tuple[str | int, str | int]], names: object, bias: bool,
-        path: str, layout: Layout = "out_in",
+        path: str, layout: Layout = "out_in", packed: Sequence[str] = (),
     ) -> dict[str, str]:
-        """The linear layers of an attention or MLP block, named ``<block>.<names.part>``."""
+        """The linear layers of an attention or MLP block, named ``<block>.<names.part>``; the
+        ``packed`` parts are held by the block itself (tensors ``<block>.<names.part>_weight``)."""
         linear = get_kind("linear")
         subs = {}
         for part, (fan_in, fan_out) in parts.items():
             name = subs[part] = f"{block}.{getattr(names, part)}"
             self.claim(name, path)
             entry = LinearLayer(name=name, fan_in=fan_in, fan_out=fan_out, bias=bias, layout=layout)
-            linear.expand(self, name, entry, path, block=block, part=part)  # type: ignore[attr-defined]
+            linear.expand(self, name, entry, path, block=block, part=part,  # type: ignore[attr-defined]
+                          packed=part in packed)
         return subs
+
+    def rename_tensor(self, name: str, torch_name: str) -> str:
+        """Give the tensor ``name`` (just added) another torch name (a packed projection's tensors
+        are its block's ``in_proj_weight``); return it."""
+        for i in range(len(self.tensors) - 1, -1, -1):
+            if self.tensors[i].name == name:
+                self.tensors[i] = replace(self.tensors[i], name=torch_name)
+                return torch_name
+        raise KeyError(name)
 
     def shape_tensor(self, name: str, layout: Layout, dims: tuple[sympy.Expr, ...]) -> None:
         """Give the tensor ``name`` (just added) a stored shape of its own (a convolution's kernel,

@@ -37,6 +37,11 @@ class Recorder:
         self.model_input: torch.Tensor | None = None
         self.handles = [model.register_forward_pre_hook(self._root)]
         for name in layers:
+            parent, _, leaf = name.rpartition(".")
+            holder = model.get_submodule(parent)
+            if isinstance(holder, nn.MultiheadAttention) and leaf in ("in_proj", "out_proj"):
+                self.handles.append(holder.register_forward_hook(self._packed(name, leaf), with_kwargs=True))
+                continue
             module = model.get_submodule(name)
             self.handles.append(module.register_forward_hook(self._hook(name)))
 
@@ -47,6 +52,27 @@ class Recorder:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             self.inputs[name] = args[0].detach() if args else None  # type: ignore[assignment]
             self.outputs[name] = output.detach()
+
+        return hook
+
+    def _packed(self, name: str, leaf: str) -> Callable[..., None]:
+        """The features of the projections of an ``nn.MultiheadAttention`` (a packed attention),
+        whose forward calls neither: ``in_proj``'s are its weight and bias applied to the query
+        input, with its forward multipliers (``paramcalc_multipliers``, set by the emitted
+        ``apply_multipliers``; the logit scale is not part of them); ``out_proj``'s are the
+        module's output (its input, the attention's mix of values, is not seen)."""
+        def hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: Any) -> None:
+            if leaf == "out_proj":
+                self.inputs[name] = None  # type: ignore[assignment]
+                self.outputs[name] = (output[0] if isinstance(output, tuple) else output).detach()
+                return
+            x = (args[0] if args else kwargs["query"]).detach()
+            (weight, bias), _ = getattr(module, "paramcalc_multipliers", ((1, None), None))
+            b = module.in_proj_bias
+            with torch.no_grad():
+                out = torch.nn.functional.linear(x, weight * module.in_proj_weight,
+                                                 None if b is None else (1 if bias is None else bias) * b)
+            self.inputs[name], self.outputs[name] = x, out
 
         return hook
 
