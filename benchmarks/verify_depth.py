@@ -7,7 +7,11 @@ the defaults of ``verify --depths``): pass or fail, the failing checks, the slop
 change and of the stream's change after step 1, and the seconds the sweep took. The figure of the first
 case is written to ``--plot``.
 
-    python benchmarks/verify_depth.py [--depths 2,4,8,16] [--seeds 3] [--plot benchmarks/depth_gpt.png]
+The verdict is the verifier's, evidence bar included (``inconclusive``: passing on too little
+evidence, paramcalc.verify.evidence).
+
+    python benchmarks/verify_depth.py [--depths 2,4,8,16] [--seeds 6] [--cases mup:adam,mup:sgd]
+                                      [--alphas 1,0.5,none] [--plot benchmarks/depth_gpt.png]
 """
 
 from __future__ import annotations
@@ -16,26 +20,29 @@ import argparse
 import time
 from pathlib import Path
 
-from paramcalc.verify.depth import verify_depth
+from paramcalc.verify.depth import DEFAULT_SEEDS, verify_depth
 from paramcalc.verify.depth_present import plot_depth
 
 CASES = (("mup", "adam"), ("mup", "adamw"), ("mup", "sgd"), ("mup", "lion"), ("mup", "muon"),
          ("spectral", "adam"), ("spectral", "sgd"))
-ALPHAS = (1, 0.5, "none")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="2,4,8,16")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS)
+    parser.add_argument("--cases", default=",".join(f"{p}:{o}" for p, o in CASES))
+    parser.add_argument("--alphas", default="1,0.5,none")
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
     depths = [int(v) for v in args.depths.split(",")]
+    cases = [tuple(c.split(":")) for c in args.cases.split(",")]
+    alphas = [a if a == "none" else float(a) for a in args.alphas.split(",")]
     print("| parametrization | optimizer | alpha | verdict | block change (first, step 1) | "
           "stream change (step 1) | failing checks | seconds |")
     print("|---|---|---|---|---|---|---|---|")
-    for i, (param, optimizer) in enumerate(CASES):
-        for alpha in ALPHAS:
+    for i, (param, optimizer) in enumerate(cases):
+        for alpha in alphas:
             start = time.perf_counter()
             report = verify_depth("examples/gpt_depth.yaml", param, optimizer, depths=depths,
                                   options={"depth_alpha": alpha, "seeds": args.seeds})
@@ -45,7 +52,8 @@ def main() -> None:
             stream = by[("dstream", "the stream", 1)].slope
             failing = "; ".join(f"{c.quantity} {c.subject} step {c.step}: {c.slope.value:+.2f}"
                                 for c in report.failures[:3]) + (" ..." if len(report.failures) > 3 else "")
-            print(f"| {param} | {optimizer} | {report.alpha_text} | {'pass' if report.passed else 'FAIL'} | "
+            verdict = "pass" if report.passed else "FAIL" if report.failures else "inconclusive"
+            print(f"| {param} | {optimizer} | {report.alpha_text} | {verdict} | "
                   f"{block.value:+.2f} +- {block.stderr:.2f} | {stream.value:+.2f} +- {stream.stderr:.2f} | "
                   f"{failing or '-'} | {seconds:.1f} |", flush=True)
             if args.plot is not None and i == 0 and alpha == 1:

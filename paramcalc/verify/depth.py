@@ -24,7 +24,10 @@ and trained ``steps`` full-batch steps on one fixed batch of token sequences. Me
     predictions: slope ``-alpha`` and ``alpha - 1`` (:func:`paramcalc.engine.depth.predicted_exponents`).
 
 A check passes within :data:`paramcalc.verify.judge.TOLERANCE` plus the half-width of the slope's
-95% interval over seeds, as across widths.
+95% interval over seeds, as across widths, and counts only on the evidence a width sweep needs
+(:mod:`paramcalc.verify.evidence`): at least 3 depths spanning at least 8x and an allowance of at
+most 0.2. A passing check without it is *inconclusive* (it says what to add) and the report exits 3
+when nothing failed: ``--depths 2,4`` or 2 seeds cannot tell ``L^-1`` from ``L^-1/2``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from paramcalc.verify.judge import TOLERANCE
 
 __all__ = ["DepthCheck", "DepthReport", "verify_depth"]
 
+#: Seeds per depth: with 3, the 95% interval (t = 4.3) of a slope measured to +-0.03 already exceeds
+#: the evidence bar's allowance; 6 (t = 2.6) keeps it under.
+DEFAULT_SEEDS = 6
 #: Where in the stack a block is measured: the first, the middle and the last.
 POSITIONS = ("first", "middle", "last")
 QUANTITY_TITLES = {"stream": "RMS(stream)", "dstream": "RMS(d stream)", "block_init": "RMS(block at init)",
@@ -64,6 +70,13 @@ class DepthCheck:
     expected: float
     upper: bool
     passed: bool
+    #: Why a passing slope does not count (too few depths or seeds); None when it counts.
+    evidence: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``"pass"``, ``"fail"`` or ``"inconclusive"`` (passing on too little evidence)."""
+        return "fail" if not self.passed else "inconclusive" if self.evidence else "pass"
 
     @property
     def message(self) -> str:
@@ -71,9 +84,10 @@ class DepthCheck:
         where = "at init" if self.step == 0 else f"after step {self.step}"
         asks = f"at most L^{self.expected:g}" if self.upper else f"L^{self.expected:g}"
         source = "the depth rule predicts" if self.kind == "prediction" else "the target is"
-        verdict = "ok" if self.passed else "FAILS"
-        return (f"{verdict}: {title} of {self.subject} {where} scales like L^{self.slope.value:+.2f} "
+        verdict = {"pass": "ok", "fail": "FAILS", "inconclusive": "inconclusive"}[self.verdict]
+        text = (f"{verdict}: {title} of {self.subject} {where} scales like L^{self.slope.value:+.2f} "
                 f"+- {self.slope.stderr:.2f}; {source} {asks}")
+        return f"{text} ({self.evidence})" if self.evidence else text
 
 
 @dataclass
@@ -96,15 +110,23 @@ class DepthReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """Every check passes on enough evidence."""
+        return bool(self.checks) and all(c.verdict == "pass" for c in self.checks)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.passed else 1
+        """0 pass, 1 a check fails, 3 nothing fails but some check is inconclusive."""
+        from paramcalc.verify.evidence import EXIT_INCONCLUSIVE
+
+        return 0 if self.passed else 1 if self.failures or not self.checks else EXIT_INCONCLUSIVE
 
     @property
     def failures(self) -> list[DepthCheck]:
         return [c for c in self.checks if not c.passed]
+
+    @property
+    def inconclusive(self) -> list[DepthCheck]:
+        return [c for c in self.checks if c.verdict == "inconclusive"]
 
     @property
     def alpha_text(self) -> str:
@@ -118,8 +140,8 @@ def verify_depth(
 ) -> DepthReport:
     """Train at each depth and judge the slopes in ``L`` (module docstring). ``options``: ``widths``
     (values of the spec's first scaling width; default its base), ``depth_alpha``, ``steps`` (3),
-    ``seeds`` (3), ``batch`` (4 sequences), ``seq`` (8 tokens), ``lr`` (the optimizer's probe rate),
-    ``dtype`` (float64), ``device`` (cpu)."""
+    ``seeds`` (:data:`DEFAULT_SEEDS`), ``batch`` (4 sequences), ``seq`` (8 tokens), ``lr`` (the
+    optimizer's probe rate), ``dtype`` (float64), ``device`` (cpu)."""
     o = dict(options or {})
     loaded = load_spec(spec)
     block = _depth_block(loaded)
@@ -134,7 +156,7 @@ def verify_depth(
     from paramcalc.widths import widths_at
 
     sweep = [widths_at(loaded, **{lead: v}) for v in o.get("widths") or (loaded.widths[lead].value,)]
-    seeds = tuple(range(o.get("seeds") or 3))
+    seeds = tuple(range(o.get("seeds") or DEFAULT_SEEDS))
     lr = float(o.get("lr") or get_optimizer(optimizer).probe_lr)
     report = DepthReport(loaded.name, d.parametrization, d.optimizer.name, d.depth_alpha, block.width,
                          depths, tuple(sweep), lr, int(o.get("steps") or 3), seeds)
@@ -293,8 +315,11 @@ class _Probe:
 
 
 def _judge(report: DepthReport) -> list[DepthCheck]:
+    from paramcalc.verify.evidence import shortfall, sweep_shortfall
+
     xs = [float(v) for v in report.depths]
     predicted = predicted_exponents(report.alpha)
+    short = sweep_shortfall(report.depth_width, report.depths, "--depths")
     checks = []
     for (quantity, subject, step), rows in report.values.items():
         slope = fit_slope(xs, rows)
@@ -309,5 +334,6 @@ def _judge(report: DepthReport) -> list[DepthCheck]:
         allowance = TOLERANCE + slope.margin
         gap = slope.value - expected
         ok = slope.finite and (gap <= allowance if upper else abs(gap) <= allowance)
-        checks.append(DepthCheck(kind, quantity, subject, step, slope, expected, upper, ok))
+        evidence = shortfall(slope, short, len(report.seeds)) if ok else None
+        checks.append(DepthCheck(kind, quantity, subject, step, slope, expected, upper, ok, evidence))
     return checks

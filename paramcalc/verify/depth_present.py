@@ -10,6 +10,8 @@ from paramcalc.verify.depth import QUANTITY_TITLES, DepthReport
 
 __all__ = ["plot_depth", "text", "to_json"]
 
+MARKS = {"pass": "ok", "fail": "FAIL", "inconclusive": "inconclusive"}
+
 
 def text(report: DepthReport) -> str:
     """The checks as a table, then the verdict naming what failed."""
@@ -25,15 +27,21 @@ def text(report: DepthReport) -> str:
     ]
     rows = [("", "check", "quantity", "of", "when", "slope", "expected")]
     for c in report.checks:
-        rows.append(("ok" if c.passed else "FAIL", c.kind, QUANTITY_TITLES[c.quantity], c.subject,
+        rows.append((MARKS[c.verdict], c.kind, QUANTITY_TITLES[c.quantity], c.subject,
                      "init" if c.step == 0 else f"step {c.step}",
                      f"{c.slope.value:+.2f} +- {c.slope.stderr:.2f}",
                      ("<= " if c.upper else "") + f"{c.expected:g}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    failures = report.failures
-    if not failures:
+    failures, weak = report.failures, report.inconclusive
+    if not failures and not weak:
         verdict = f"PASS: all {len(report.checks)} checks hold across depth."
+    elif not failures:
+        reasons = list(dict.fromkeys(f"{QUANTITY_TITLES[c.quantity]} of {c.subject}: {c.evidence}"
+                                     for c in weak))
+        verdict = (f"INCONCLUSIVE (exit 3): nothing fails, but {len(weak)} of {len(report.checks)} checks "
+                   "pass on too little evidence to count:\n" + "\n".join(f"  {r}" for r in reasons[:6])
+                   + ("\n  ..." if len(reasons) > 6 else ""))
     else:
         named = sorted({c.subject for c in failures})
         verdict = (f"FAIL: {len(failures)} of {len(report.checks)} checks ({', '.join(named)}):\n"
@@ -53,10 +61,12 @@ def to_json(report: DepthReport) -> dict[str, Any]:
         "depth_alpha": None if report.alpha is None else str(report.alpha),
         "depth_width": report.depth_width, "depths": list(report.depths), "widths": list(report.widths),
         "lr": report.lr, "steps": report.steps, "seeds": list(report.seeds), "passed": report.passed,
+        "exit_code": report.exit_code,
         "checks": [
             {"kind": c.kind, "quantity": c.quantity, "subject": c.subject, "step": c.step,
              "slope": number(c.slope.value), "stderr": number(c.slope.stderr), "expected": c.expected,
-             "upper": c.upper, "passed": c.passed, "message": c.message}
+             "upper": c.upper, "passed": c.passed, "verdict": c.verdict, "evidence": c.evidence,
+             "message": c.message}
             for c in report.checks
         ],
         "values": [

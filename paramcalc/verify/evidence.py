@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from paramcalc.verify.fit import Slope
 from paramcalc.verify.judge import TOLERANCE, Check
 
-__all__ = ["EXIT_INCONCLUSIVE", "MAX_ALLOWANCE", "MIN_SPAN", "MIN_WIDTHS", "sweep_shortfall", "weigh"]
+__all__ = ["EXIT_INCONCLUSIVE", "MAX_ALLOWANCE", "MIN_SPAN", "MIN_WIDTHS", "shortfall", "sweep_shortfall",
+           "weigh"]
 
 MIN_WIDTHS = 3
 MIN_SPAN = 8
@@ -29,19 +31,32 @@ MAX_ALLOWANCE = 0.2
 EXIT_INCONCLUSIVE = 3
 
 
-def sweep_shortfall(lead: str, values: Sequence[int]) -> str | None:
-    """Why a sweep over ``values`` of ``lead`` cannot support a verdict (None when it can)."""
+def sweep_shortfall(lead: str, values: Sequence[int], option: str = "--widths") -> str | None:
+    """Why a sweep over ``values`` of ``lead`` cannot support a verdict (None when it can); the same
+    bar holds for a sweep over depth (``option="--depths"``)."""
     distinct = sorted(set(values))
+    noun = "depth" if option == "--depths" else "width"
     problems = []
     if len(distinct) < MIN_WIDTHS:
-        problems.append(f"{len(distinct)} width{'s' if len(distinct) != 1 else ''} (at least {MIN_WIDTHS})")
+        problems.append(f"{len(distinct)} {noun}{'s' if len(distinct) != 1 else ''} (at least {MIN_WIDTHS})")
     if distinct and distinct[-1] < MIN_SPAN * distinct[0]:
         span = distinct[-1] / distinct[0]
         problems.append(f"a span of {span:g}x (at least {MIN_SPAN}x)")
     if not problems:
         return None
-    return (f"the sweep has {' and '.join(problems)}: widen --widths, e.g. "
-            f"{','.join(str(distinct[0] * 2**k) for k in range(4)) if distinct else '64,128,256,512'}")
+    example = ",".join(str(distinct[0] * 2**k) for k in range(4)) if distinct else "64,128,256,512"
+    return f"the sweep has {' and '.join(problems)}: widen {option}, e.g. {example}"
+
+
+def shortfall(slope: Slope, short: str | None, seeds: int) -> str | None:
+    """Why a passing check of ``slope`` does not count (None when it does): the sweep's ``short``,
+    else an allowance over :data:`MAX_ALLOWANCE`."""
+    allowance = TOLERANCE + slope.margin
+    if short is None and allowance > MAX_ALLOWANCE:
+        plural = "s" if seeds != 1 else ""
+        return (f"its allowance +-{allowance:.2f} exceeds {MAX_ALLOWANCE} "
+                f"(slope +-{slope.stderr:.2f} over {seeds} seed{plural}): add --seeds")
+    return short
 
 
 def weigh(checks: Sequence[Check], lead: str, values: Sequence[int], seeds: int) -> list[Check]:
@@ -49,14 +64,6 @@ def weigh(checks: Sequence[Check], lead: str, values: Sequence[int], seeds: int)
     short = sweep_shortfall(lead, values)
     out = []
     for c in checks:
-        if not c.passed:
-            out.append(c)
-            continue
-        allowance = TOLERANCE + c.measured.margin
-        why = short
-        if why is None and allowance > MAX_ALLOWANCE:
-            plural = "s" if seeds != 1 else ""
-            why = (f"its allowance +-{allowance:.2f} exceeds {MAX_ALLOWANCE} "
-                   f"(slope +-{c.measured.stderr:.2f} over {seeds} seed{plural}): add --seeds")
+        why = shortfall(c.measured, short, seeds) if c.passed else None
         out.append(replace(c, evidence=why) if why else c)
     return out
