@@ -93,6 +93,8 @@ def test_param_groups_refuse_torch_forward(spec):
     model.att.scale = 0.1  # an attribute alone does not change torch's logits
     with pytest.raises(UsageError, match="apply_multipliers"):
         pt.param_groups(model, d, 1e-3, widths)
+    with pytest.raises(UsageError, match="no submodule 'att'"):  # a model of another spec
+        pt.param_groups(torch.nn.Sequential(), d, 1e-3, widths)
     pt.apply(model, d, widths)
     groups = pt.param_groups(model, d, 1e-3, widths)
     lrs = {n: g["lr"] for g in groups for n in g["names"]}
