@@ -72,7 +72,7 @@ class AttentionLayer(SpecEntry):
     and an output projection ``<name>.out_proj``; ``fused`` is implied, ``names`` are those, and
     there is no grouped-query attention. torch's module takes no logit scale: the emitted code's
     ``apply_multipliers`` gives it a forward that applies the derived scale (and the multipliers of
-    its ``in_proj``).
+    its ``in_proj`` and ``out_proj``, whose module torch's forward does not call).
 
     The derivation also gives the attention-logit scale to pass to attention.
     """
