@@ -75,8 +75,8 @@ class Linear(LayerKind):
         params = {"weight": weight}
         if entry.bias:
             init = "normal" if entry.bias_init == "normal" else "zeros"
-            params["bias"] = builder.vector(name, "bias", "bias", fan_out, init, path,
-                                            tensor=f"{name}_bias" if packed else None).name
+            bias = builder.vector(name, "bias", "bias", fan_out, init, path).name
+            params["bias"] = builder.rename_tensor(bias, f"{name}_bias") if packed else bias
         builder.add_layer(name, self.name, path, params,
                           LinearAttrs(fan_in, fan_out, entry.input, entry.tie, layout=entry.layout, **attrs))
 

@@ -197,11 +197,9 @@ class Builder:
     def vector(
         self, layer: str, param: str, kind: Literal["bias", "gain"], fan_out: sympy.Expr,
         init: Literal["normal", "zeros", "ones"], path: str, owner: str | None = None,
-        tensor: str | None = None,
     ) -> Tensor:
-        """A vector ``layer.param`` (``owner``: the spec layer it belongs to, if not ``layer``;
-        ``tensor``: the torch name, if not ``layer.param``)."""
-        name = tensor or (f"{layer}.{param}" if layer else param)
+        """A vector ``layer.param`` (``owner``: the spec layer it belongs to, if not ``layer``)."""
+        name = f"{layer}.{param}" if layer else param
         t = Tensor(
             name=name, layer=owner or layer, param=param, kind=kind, fan_in=ONE,
             fan_out=fan_out, input="constant", gain=ONE, init=init,
@@ -222,13 +220,12 @@ class Builder:
             shape = (fan_in, fan_out) if layout == "in_out" else (fan_out, fan_in)
             self._ties.append((name, tie, use, shape))
             return f"{tie}.weight"
-        tensor = f"{name}.weight"
         self.tensors.append(Tensor(
-            name=tensor, layer=name, param="weight", kind="weight", fan_in=fan_in,
+            name=f"{name}.weight", layer=name, param="weight", kind="weight", fan_in=fan_in,
             fan_out=fan_out, input=input, gain=gain, init="normal", role=role, layout=layout,
             path=path,
         ))
-        return tensor
+        return f"{name}.weight"
 
     def add_layer(
         self, name: str, kind: str, path: str, params: Mapping[str, str], attrs: Mapping[str, object]
@@ -254,7 +251,7 @@ class Builder:
 
     def rename_tensor(self, name: str, torch_name: str) -> str:
         """Give the tensor ``name`` (just added) another torch name (a packed projection's tensors
-        are its block's ``in_proj_weight``); return it."""
+        are its block's ``in_proj_weight`` and ``in_proj_bias``); return it."""
         for i in range(len(self.tensors) - 1, -1, -1):
             if self.tensors[i].name == name:
                 self.tensors[i] = replace(self.tensors[i], name=torch_name)

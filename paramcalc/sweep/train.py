@@ -104,11 +104,9 @@ def train_point(job: Job, point: Any) -> dict[str, Any]:
 
 def _where(device: str) -> str:
     """``auto`` (a Ray task's setting): CUDA when this process has it, else the CPU."""
-    import torch
+    from paramcalc.verify.plan import resolve_device
 
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device).type if device == "auto" else device
 
 
 def _train(run: Any, batches: list[Any], steps: int) -> list[float]:
