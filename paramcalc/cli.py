@@ -258,6 +258,9 @@ def derive(
                                      derive_options(muon_adjust, decay_policy, decay, depth_alpha))
     if at:  # a depth given: list that many blocks
         derivation = derivation.at_depth(at)
+    from paramcalc.report import warn_tie_gaps
+
+    warn_tie_gaps([derivation], at)
     if emit is Emit.table:
         from paramcalc.report import print_derivation
 
@@ -310,6 +313,7 @@ def table(
         parametrizations=[param.value] if param else None,
         widths=at if widths else None,
         depth_alpha=depth_alpha,
+        warn=True,
     )
     write_output(content, output)
 

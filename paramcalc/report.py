@@ -12,7 +12,10 @@ from paramcalc.emit.printing import exponent_text, text
 from paramcalc.engine import QUANTITIES, Derivation
 from paramcalc.symbolic import theta_exponent
 
-__all__ = ["print_derivation"]
+__all__ = ["print_derivation", "warn_tie_gaps"]
+
+#: A tied use further than this factor from its role is warned about.
+TIE_GAP_WARNING = 2.0
 
 
 def print_derivation(
@@ -70,6 +73,10 @@ def _tensor_table(d: Derivation, values_at: Mapping[str, int]) -> Any:
     if tied_rows:
         notes += ("\nA tied use trains its owner's tensor; its row gives what it computes with: "
                   "multiplier * W, and the effective init and lr of that product.")
+        for layer, gap in d.tie_gaps(values_at).items():
+            notes += (f"\n{layer} at these widths: init {gap.init_ratio:.3g}x, lr {gap.lr_ratio:.3g}x its "
+                      f"role's" + (" (more than 2x off: see the warning)"
+                                   if gap.worst > TIE_GAP_WARNING else ""))
     table = Table(
         title=f"{d.spec.name}: {d.parametrization}, {d.optimizer.title} ({d.form} form)",
         caption="effective weight = multiplier * W, W ~ N(0, init_std^2), step = lr * eta.\n"
@@ -139,3 +146,25 @@ def _cells(
         ", ".join(exponent_text(exps[q]) for q in QUANTITIES),
         ", ".join(f"{numbers[q]:.4g}" for q in QUANTITIES),
     )
+
+
+def warn_tie_gaps(derivations: Sequence[Derivation], widths: Mapping[str, int] | None = None) -> None:
+    """A warning line on stderr for each tied use whose init or learning rate is more than 2x off
+    its role's at ``widths`` (the spec's values where left out), naming the derivations where it is.
+    (A line, not :func:`warnings.warn`: it is the command line's output, whatever the warning filters.)"""
+    import sys
+
+    from paramcalc.engine.ties import gaps_by_ratio
+
+    spec = derivations[0].spec
+    values = derivations[0].resolve_widths(widths)
+    at = ", ".join(f"{k}={v}" for k, v in values.items() if spec.widths[k].scaling)
+    for layer, (gap, groups) in gaps_by_ratio(derivations, widths, TIE_GAP_WARNING).items():
+        if len(derivations) == 1:
+            sys.stderr.write(f"warning: {gap.describe(at)}\n")
+            continue
+        where = "; ".join(f"{', '.join(names)} ({r}x)" for r, names in groups.items())
+        sys.stderr.write(f"warning: {layer} (uses {gap.tensor}, owned by {gap.owner}): at {at} its effective "
+                         f"init std is more than 2x off what its role ({gap.role}) asks under {where}; no "
+                         f"multiplier fits both roles at these widths (paramcalc derive --param P "
+                         f"--optimizer O says more; paramcalc/engine/ties.py)\n")

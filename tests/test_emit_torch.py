@@ -417,3 +417,20 @@ class _HtmlText(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
+
+
+@pytest.mark.parametrize("form, expected", [("features", math.sqrt(2 / 3072)),
+                                            ("norm", math.sqrt(2 * 16) / 3072)])
+def test_init_features_emitted_code_draws_appendix_a_first_layer(form, expected):
+    """At d = 16 < n0 = 3072 the emitted code draws App. A's sigma_1 = sqrt(2/n0) with
+    ``init: features``, and Parametrization 1's sqrt(2/n0) * sqrt(d/n0) without (numbers typed here)."""
+    spec = paramcalc.load_spec({
+        "name": "appendix-a", "widths": {"n0": 3072, "d": {"base": 16}, "n_out": 1},
+        "layers": [{"name": "fc1", "fan_in": "n0", "fan_out": "d", "gain": "sqrt(2)", "init": form},
+                   {"name": "fc2", "fan_in": "d", "fan_out": "d", "gain": "sqrt(2)"},
+                   {"name": "head", "fan_in": "d", "fan_out": "n_out", "gain": "sqrt(2)"}]})
+    model = paramcalc.build_model(spec)
+    emitted(paramcalc.derive(spec, "spectral", "sgd")).init_parameters(
+        model, generator=torch.Generator().manual_seed(0))
+    weight = model.get_parameter("fc1.weight").detach()
+    assert weight.std().item() == pytest.approx(expected, rel=tolerance(weight.numel()))

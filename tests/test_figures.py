@@ -42,7 +42,24 @@ def test_figure2_runs(tmp_path):
               "--out", str(tmp_path / "f2.png"), "--json", str(tmp_path / "f2.json"))
     assert (tmp_path / "f2.png").stat().st_size > 0
     data = json.loads((tmp_path / "f2.json").read_text())
-    assert set(data["panels"]) == {"spectral", "ntp", "mup"} and data["widths"] == [16, 32]
-    for panels in data["panels"].values():
-        assert set(panels) == {"A", "B", "C", "D"}
-    assert out.count("predicted") == 12
+    assert set(data["curves"]) == {"appendix-mup", "appendix-ntp", "features", "spectral", "mup"}
+    assert data["widths"] == [16, 32] and data["n0"] == 3072 and data["lr"] == 0.1
+    for curve in data["curves"].values():
+        assert set(curve) >= {"A", "B", "C", "D", "loss", "label"}
+    assert out.count("predicted") == 20
+
+
+def test_figure2_paramcalc_features_trains_as_appendix_a(tmp_path):
+    """paramcalc's spectral rule with ``init: features``, trained by ``paramcalc.verify``, measures
+    what App. A's constants typed into plain torch measure (examples/appendix_a.py). Both draw their
+    weights from one generator seeded by the seed, in layer order, so they start from the same
+    network; the rule's default (the min) does not."""
+    run("figure2.py", "--widths", "16,64", "--steps", "20", "--seeds", "1", "--device", "cpu",
+        "--curves", "appendix-mup,features,spectral", "--out", str(tmp_path / "f2.png"),
+        "--json", str(tmp_path / "f2.json"))
+    curves = json.loads((tmp_path / "f2.json").read_text())["curves"]
+    for letter in "ABCD":
+        assert curves["features"][letter]["mean"] == pytest.approx(curves["appendix-mup"][letter]["mean"],
+                                                                   rel=1e-3), letter
+    spectral, appendix = curves["spectral"]["A"]["mean"][0], curves["appendix-mup"]["A"]["mean"][0]
+    assert spectral != pytest.approx(appendix, rel=0.1)

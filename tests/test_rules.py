@@ -176,6 +176,57 @@ def test_appendix_a_below_input_width_spectral_shrinks_first_layer():
     assert v["W1.weight"]["init_std"] == pytest.approx(float(sqrt(R(2, 3072)) * sqrt(R(768, 3072))))
 
 
+def _appendix_a_features() -> dict:
+    spec = {**APPENDIX_A, "layers": [dict(layer) for layer in APPENDIX_A["layers"]]}
+    spec["layers"][0]["init"] = "features"
+    return spec
+
+
+@pytest.mark.parametrize("width", [16, 64, 256, 1024, 3072, 4096])
+def test_init_features_is_appendix_a_at_every_width(width):
+    """``init: features`` on the first layer gives App. A's muP constants (typed here from App. A)
+    at every one of the paper's widths, below n0 = 3072 too, where the default shrinks sigma_1."""
+    v = paramcalc.derive(_appendix_a_features(), "spectral", "sgd").evaluate({"d": width})
+    expected = {
+        "W1.weight": (sqrt(R(2, 3072)), R(width, 3072)),
+        "W2.weight": (sqrt(R(2, width)), 1),
+        "W3.weight": (sqrt(2) / width, R(1, width)),
+    }
+    for name, (std, lr) in expected.items():
+        assert v[name]["init_std"] == pytest.approx(float(std), rel=1e-12), name
+        assert v[name]["lr"] == pytest.approx(float(lr), rel=1e-12), name
+    default = paramcalc.derive(APPENDIX_A, "spectral", "sgd").evaluate({"d": width})["W1.weight"]
+    shrink = min(1.0, (width / 3072) ** 0.5)
+    assert default["init_std"] == pytest.approx(float(sqrt(R(2, 3072))) * shrink, rel=1e-12)
+
+
+@pytest.mark.parametrize("param", ["mup", "ntp", "sp"])
+def test_init_features_changes_only_the_spectral_rule(param):
+    """The other rules have no shrink: ``init: features`` leaves them as they are."""
+    plain = paramcalc.derive(APPENDIX_A, param, "adam").evaluate({"d": 64})
+    features = paramcalc.derive(_appendix_a_features(), param, "adam").evaluate({"d": 64})
+    assert features == plain
+
+
+@pytest.mark.parametrize("layer, index, message", [
+    ({"name": "W2", "fan_in": "d", "fan_out": "d", "init": "features"}, 1, "input dimension d scales"),
+    ({"name": "W3", "fan_in": "d", "fan_out": "n3", "tie": "W1", "init": "features"}, 2, "not tie"),
+])
+def test_init_features_refused_where_the_shrink_is_the_rule(layer, index, message):
+    spec = {**APPENDIX_A, "layers": [dict(x) for x in APPENDIX_A["layers"]]}
+    spec["layers"][index] = layer
+    with pytest.raises(paramcalc.SpecError, match=rf"layers\[{index}\]\.init.*{message}"):
+        paramcalc.load_spec(spec)
+
+
+def test_init_features_round_trips_through_yaml():
+    spec = paramcalc.load_spec(_appendix_a_features())
+    again = paramcalc.load_spec(spec.to_yaml())
+    assert "init: features" in spec.to_yaml()
+    assert paramcalc.derive(again, "spectral", "sgd").evaluate({"d": 16}) == \
+        paramcalc.derive(spec, "spectral", "sgd").evaluate({"d": 16})
+
+
 def test_appendix_a_mup_form_with_base_width_one():
     """App. A: 'These parameterizations are equivalent at d = 1' -> muP relative to base 1
     gives App. A's sigmas exactly and its etas up to the width-independent constant n0 in eta_1."""
@@ -244,3 +295,15 @@ def test_evaluate_rejects_unknown_and_bad_widths():
         dd.evaluate({"dd": 3})
     with pytest.raises(paramcalc.SpecError, match="widths.d: expected a positive integer"):
         dd.evaluate({"d": 0})
+
+
+def test_init_features_on_a_patch_embedding():
+    """A ViT-style patch embedding (3 channels, 16x16 patches: d_in = 768 fixed) below d = 768."""
+    spec = {"name": "patch", "widths": {"c": 3, "d": {"base": 192}},
+            "layers": [{"kind": "conv", "name": "patch", "in_channels": "c", "out_channels": "d",
+                        "kernel_size": 16, "init": "features"}]}
+    assert paramcalc.derive(spec, "spectral", "adam").evaluate()["patch.weight"]["init_std"] == \
+        pytest.approx(768 ** -0.5, rel=1e-12)
+    spec["layers"][0]["init"] = "norm"
+    assert paramcalc.derive(spec, "spectral", "adam").evaluate()["patch.weight"]["init_std"] == \
+        pytest.approx(768 ** -0.5 * (192 / 768) ** 0.5, rel=1e-12)

@@ -117,6 +117,10 @@ def derivation_data(d: Derivation, widths: Mapping[str, int] | None = None) -> d
             "params": d.evaluate(values_at),
             "constants": d.evaluate_constants(values_at),
             "tied": d.evaluate_tied(values_at),
+            "tie_gaps": {layer: {"init_std": g.init_std, "rule_init_std": g.rule_init_std,
+                                 "init_ratio": g.init_ratio, "lr": g.lr, "rule_lr": g.rule_lr,
+                                 "lr_ratio": g.lr_ratio}
+                         for layer, g in d.tie_gaps(values_at).items()},
         },
     }
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["table_notes"]
 
 
 def table_notes(
-    fmt: Any, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Any], spec: Any
+    fmt: Any, widths: Mapping[str, int] | None, single: bool, grids: Iterable[Any], derivations: Sequence[Any]
 ) -> list[str]:
     """The notes of a table document in ``fmt``: the columns that ``grids`` show, constant inits,
-    collapsed blocks and the widths the numbers are at."""
+    collapsed blocks, the widths the numbers are at, and how far tied uses are from their roles."""
+    spec = derivations[0].spec
     h = fmt.headers
     gains = any(t.init == "ones" for t in spec.tensors)
     notes = [
@@ -44,4 +45,23 @@ def table_notes(
     if widths is not None:
         notes.append(fmt.text("Values at ") + ", ".join(
             f"{fmt.name_cell(k)} = {v}" for k, v in widths.items()) + fmt.text("."))
+    return notes + tie_notes(fmt, widths, derivations)
+
+
+def tie_notes(fmt: Any, widths: Mapping[str, int] | None, derivations: Sequence[Any]) -> list[str]:
+    """Per tied use, its effective init against its role's at ``widths`` (the spec's values where
+    None) under each derivation: equal Theta-exponents, not equal numbers (paramcalc/engine/ties.py)."""
+    from paramcalc.engine.ties import gaps_by_ratio
+
+    spec = derivations[0].spec
+    values = derivations[0].resolve_widths(widths)
+    at = ", ".join(f"{fmt.name_cell(k)} = {v}" for k, v in values.items() if spec.widths[k].scaling)
+    notes = []
+    for layer, (gap, groups) in gaps_by_ratio(derivations, widths).items():
+        parts = "; ".join(f"{r}x ({', '.join(names)})" if len(derivations) > 1 else f"{r}x"
+                          for r, names in groups.items())
+        notes.append(fmt.name_cell(layer) + fmt.text(f" uses {gap.tensor}: its effective init std is {parts} "
+                                                     "its role's at ") + at
+                     + fmt.text(" (its learning rate is its role's; no multiplier fits both roles where the "
+                                "ratio is not 1: see paramcalc/engine/ties.py)."))
     return notes

@@ -32,18 +32,8 @@ from paramcalc.errors import SpecError, UsageError, UserError, lookup
 from paramcalc.spec import Spec, load_spec
 from paramcalc.symbolic import theta_exponent
 
-__all__ = [
-    "Document",
-    "Grid",
-    "TableFormat",
-    "collapse_blocks",
-    "derivation_document",
-    "get_format",
-    "number_text",
-    "render_document",
-    "render_table",
-    "table_document",
-]
+__all__ = ["Document", "Grid", "TableFormat", "collapse_blocks", "derivation_document", "get_format",
+           "number_text", "render_document", "render_table", "table_document"]
 
 QUANTITIES = ("init_std", "lr", "multiplier")
 #: Every column a derivation's group may have; eps, weight_decay and optimizer only where they say
@@ -117,6 +107,7 @@ class Document:
     title: str
     notes: tuple[str, ...]
     sections: tuple[tuple[str, tuple[Grid, ...]], ...]
+    derivations: tuple[Derivation, ...] = ()  # what the tables show
 
 
 def get_format(name: str) -> TableFormat:
@@ -320,7 +311,7 @@ def derivation_document(
     constants = _constants_grid(fmt, [d], at, fmt.text(_constants_caption(d.spec)))
     if constants is not None:
         grids.append(constants)
-    return Document(title, tuple(table_notes(fmt, at, True, grids, d.spec)), (("", tuple(grids)),))
+    return Document(title, tuple(table_notes(fmt, at, True, grids, [d])), (("", tuple(grids)),), (d,))
 
 
 def table_document(
@@ -344,9 +335,10 @@ def table_document(
     params = tuple(parametrizations or registry.PARAMETRIZATIONS)
     opts = tuple(optimizers or registry.OPTIMIZERS)
     at = None
-    sections = []
+    sections, every = [], []
     for opt in opts:
         derivations = [derive(loaded, p, opt, depth_alpha=depth_alpha).at_depth(widths) for p in params]
+        every += derivations
         if widths is not None and at is None:
             at = derivations[0].resolve_widths(widths)
         title = _title(fmt, opt)
@@ -359,8 +351,8 @@ def table_document(
             grids.append(constants)
         sections.append((title, tuple(grids)))
     doc_title = fmt.text(f"{loaded.name}: ") + fmt.text(", ").join(_title(fmt, p) for p in params)
-    notes = table_notes(fmt, at, False, [g for _, grids in sections for g in grids], loaded)
-    return Document(doc_title, tuple(notes), tuple(sections))
+    notes = table_notes(fmt, at, False, [g for _, grids in sections for g in grids], every)
+    return Document(doc_title, tuple(notes), tuple(sections), tuple(every))
 
 
 def render_document(doc: Document, fmt: TableFormat | str, level: int = 2) -> str:
@@ -381,8 +373,10 @@ def render_table(
     parametrizations: Iterable[str] | None = None,
     widths: Mapping[str, int] | None = None,
     depth_alpha: float | str | None = None,
+    warn: bool = False,
 ) -> str:
-    """``paramcalc table``: the side-by-side table of ``spec`` in ``fmt`` (markdown, latex, html)."""
+    """``paramcalc table``: the side-by-side table of ``spec`` in ``fmt`` (markdown, latex, html);
+    ``warn``: a warning for each tied use more than 2x off its role (the command line's)."""
     try:
         table_fmt = get_format(fmt)
     except ValueError as exc:
@@ -394,4 +388,8 @@ def render_table(
         if isinstance(exc, UserError):
             raise
         raise UsageError(str(exc), source="command line") from None
+    if warn:
+        from paramcalc.report import warn_tie_gaps
+
+        warn_tie_gaps(doc.derivations, widths)
     return render_document(doc, table_fmt)

@@ -15,7 +15,7 @@ from typing import Any
 import sympy
 
 from paramcalc import conditions
-from paramcalc.engine import depth, factors
+from paramcalc.engine import depth, factors, ties
 from paramcalc.engine.optimizers import Optimizer, get_optimizer
 from paramcalc.engine.rules import Rule, TensorShape, get_rule
 from paramcalc.engine.ties import TiedScale, tie
@@ -183,6 +183,10 @@ class Derivation(Mapping[str, ParamScale]):
             for layer, ts in self.tied.items()
         }
 
+    def tie_gaps(self, widths: Mapping[str, int] | None = None) -> dict[str, ties.TieGap]:
+        """Each tied use at ``widths`` against its role (:func:`paramcalc.engine.ties.tie_gaps`)."""
+        return ties.tie_gaps(self, widths)
+
     def _numeric_widths(self, widths: Mapping[str, int] | None) -> dict[sympy.Symbol, float]:
         values = self.resolve_widths(widths)
         return {w.symbol: float(values[w.name]) for w in self.spec.widths.values()}
@@ -281,6 +285,7 @@ def _shape(t: Tensor | TiedUse, base: Mapping[sympy.Symbol, sympy.Integer]) -> T
         gain=t.gain,
         stored=stored,
         stored_base=tuple(s.xreplace(base) for s in stored) if stored else None,
+        init_form=getattr(t, "init_form", "norm"),
     )
 
 
@@ -355,7 +360,7 @@ def _param_scales(
     for t in spec.tensors:
         law = opt.assign(t)
         kind = factors.decay_kind(t, reads_ids.get(t.layer, False))
-        key = (t.d_in, t.fan_out, t.role, t.gain, t.init, t.matrix_shape, law.name, kind)
+        key = (t.d_in, t.fan_out, t.role, t.gain, t.init, t.init_form, t.matrix_shape, law.name, kind)
         found = cache.get(key)
         if found is None:
             scales = rule.scales(_shape(t, base), law, form)

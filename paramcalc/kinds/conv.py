@@ -17,7 +17,7 @@ import sympy
 from pydantic import Field, StrictBool, StrictInt
 
 from paramcalc.kinds.base import LayerAttrs, LayerKind
-from paramcalc.kinds.fields import Dim, Name, SpecEntry
+from paramcalc.kinds.fields import Dim, InitForm, Name, SpecEntry
 
 __all__ = ["KIND", "Conv", "ConvAttrs", "ConvLayer"]
 
@@ -26,7 +26,8 @@ Kernel = Annotated[StrictInt, Field(gt=0, le=1024)]
 
 class ConvLayer(SpecEntry):
     """A convolution ``in_channels -> out_channels``; ``kernel_size`` an integer (``ndim``-D
-    square, default 2-D) or one integer per dimension (1 to 3)."""
+    square, default 2-D) or one integer per dimension (1 to 3). ``init: features``: as for
+    ``linear`` (a patch embedding whose input ``in_channels * prod(kernel)`` is fixed)."""
 
     kind: Literal["conv", "conv1d", "conv2d", "conv3d"]
     name: Name
@@ -37,6 +38,7 @@ class ConvLayer(SpecEntry):
     bias: StrictBool = False
     stride: Annotated[StrictInt, Field(gt=0, le=1024)] = 1
     padding: Annotated[StrictInt, Field(ge=0, le=1024)] = 0
+    init: InitForm = "norm"
 
     @property
     def kernel(self) -> tuple[int, ...]:
@@ -85,6 +87,7 @@ class Conv(LayerKind):
         fan_in = per_group * prod(kernel)
         weight = builder.weight(name, fan_in, c_out, "dense", sympy.Integer(1), "out_in", path, None)
         builder.shape_tensor(weight, "conv", (c_out, per_group, *map(sympy.Integer, kernel)))
+        builder.init_form(weight, entry.init, path)
         params = {"weight": weight}
         if entry.bias:
             params["bias"] = builder.vector(name, "bias", "bias", c_out, "zeros", path).name

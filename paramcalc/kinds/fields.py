@@ -7,11 +7,11 @@ against the declared widths.
 # No ``from __future__ import annotations`` here: pydantic would evaluate every annotation from a
 # string at import.
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictStr
 
-__all__ = ["Const", "Dim", "Name", "SpecEntry", "show"]
+__all__ = ["Const", "Dim", "InitForm", "Name", "SpecEntry", "show"]
 
 _SEGMENT = r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)"
 #: A layer name: a submodule path of identifiers and integers (``blocks.0.attn``; ``0`` and ``2`` for
@@ -54,6 +54,10 @@ def _check_const(value: Any) -> Any:
 Name = Annotated[StrictStr, AfterValidator(_check_name)]
 Dim = Annotated[int | str, BeforeValidator(_check_dim)]
 Const = Annotated[int | float | str, BeforeValidator(_check_const)]
+#: A weight layer's ``init:``: ``norm`` (the rule as it is) or ``features`` (the spectral rule
+#: without its shrink, for a fixed input dimension: the paper's App. A;
+#: :mod:`paramcalc.engine.rules.spectral`).
+InitForm = Literal["norm", "features"]
 
 
 class SpecEntry(BaseModel):

@@ -11,7 +11,7 @@ import sympy
 from pydantic import StrictBool
 
 from paramcalc.kinds.base import LayerAttrs, LayerKind
-from paramcalc.kinds.fields import Const, Dim, Name, SpecEntry
+from paramcalc.kinds.fields import Const, Dim, InitForm, Name, SpecEntry
 
 __all__ = ["KIND", "Linear", "LinearAttrs", "LinearLayer"]
 
@@ -22,7 +22,8 @@ class LinearLayer(SpecEntry):
     ``tie: other`` makes this layer use the weight of layer ``other`` (same stored shape) instead
     of a tensor of its own, e.g. a readout tied to the token embedding. ``layout: in_out`` stores
     the weight ``(fan_in, fan_out)``, as Hugging Face's ``Conv1D`` (GPT-2) does; the matrix is
-    the same, only its storage is transposed.
+    the same, only its storage is transposed. ``init: features`` asks the spectral rule for the
+    feature-preserving init of a first layer with a fixed input dimension (the paper's App. A).
     """
 
     kind: Literal["linear"] = "linear"
@@ -35,6 +36,7 @@ class LinearLayer(SpecEntry):
     bias_init: Literal["zeros", "normal"] = "zeros"
     tie: Name | None = None
     layout: Literal["out_in", "in_out"] = "out_in"
+    init: InitForm = "norm"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Linear(LayerKind):
             return
         packed = attrs.get("packed", False)  # tensors <name>_weight, <name>_bias held by the block
         weight = builder.weight(name, fan_in, fan_out, entry.input, gain, entry.layout, path, entry.tie)
+        builder.init_form(weight, entry.init, path, tied=entry.tie is not None)
         if packed:
             weight = builder.rename_tensor(weight, f"{name}_weight")
         params = {"weight": weight}

@@ -125,6 +125,8 @@ class Tensor:
     path: str
     tied_uses: tuple[TiedUse, ...] = ()
     dims: tuple[sympy.Expr, ...] = ()
+    #: ``features``: the layer asked for the feature-preserving init (``init: features``, App. A).
+    init_form: Literal["norm", "features"] = "norm"
 
     @property
     def shape(self) -> tuple[sympy.Expr, ...]:

@@ -21,6 +21,7 @@ class TensorShape:
     rules written relative to base widths (muP): the scaling symbols at their bases, fixed
     symbols left as they are. ``role`` is input / hidden / output / fixed. ``stored`` is the
     matrix as torch stores it, for a law that reads the stored layout (Muon's shape factor).
+    ``init_form`` is the layer's ``init:`` (``norm`` or ``features``, see the spectral rule).
     """
 
     d_in: sympy.Expr
@@ -32,6 +33,7 @@ class TensorShape:
     #: The stored matrix ``(rows, cols)`` (torch's layout) and at base widths; None where unknown.
     stored: tuple[sympy.Expr, sympy.Expr] | None = None
     stored_base: tuple[sympy.Expr, sympy.Expr] | None = None
+    init_form: str = "norm"
 
 
 class Scales(NamedTuple):

@@ -23,6 +23,25 @@ update is), so ``q . k`` grows like ``d_head`` rather than the ``sqrt(d_head)`` 
 vectors; the logit scale ``1/d_head`` keeps logits Theta(1) (TP5 Sec. 4 and Definition 4.1, and the
 paper's conclusion on structured architectures).
 
+The feature-preserving first layer (``init: features`` on a layer, the paper's App. A). Where the
+input dimension ``d_in`` is fixed (data: pixels, a feature vector) and ``fan_out`` scales, the
+shrink is ``sqrt(fan_out / d_in)`` only while the width is below ``d_in`` and 1 from there on: a
+finite-width constant, not part of the Theta. It also does something the layer may not want. The
+input ``x`` is data, not a vector the weights have been aligned with, and a random ``W`` maps it to
+``||W x|| ~ std * sqrt(fan_out) * ||x||`` whatever its spectral norm, so with the shrink the first
+layer's features have RMS ``gain * sqrt(fan_out / d_in) * rms(x)``: they shrink with the width below
+``d_in``, and every later layer sees the small features. ``init: features`` drops the shrink there
+(``init_std = gain / sqrt(d_in)``): features of RMS ``gain * rms(x)`` at every width, and
+``||W||_* ~ gain * (1 + sqrt(fan_out / d_in))`` exceeds Condition 1's ``sqrt(fan_out / d_in)`` by
+at most ``1 + sqrt(d_in / fan_out)``, a constant bounded by ``d_in`` alone. For the 3-layer ReLU MLP
+of Sec. 6 (``gain = sqrt(2)``) it gives exactly App. A's muP constants at every width: ``sigma_1 =
+sqrt(2 / n0)`` where the shrink gave ``sqrt(2 d) / n0`` below ``d = n0`` (0.07x at ``d = 16``,
+``n0 = 3072``). Which to use: ``features`` for a first layer on data whose narrow models should
+train like the wide ones (a width sweep that starts below the input dimension, as Figure 2 does);
+the default where the shrink is the rule (readouts, and any layer whose input dimension scales,
+where ``init: features`` is refused). Once the width passes ``d_in`` the two are the same.
+Learning rates are unchanged by it.
+
 No multipliers: the form is absolute, so a global learning rate tuned at any width transfers. At
 ``d_in = fan_out = n`` (hidden layers) it coincides with muP; for a 3-layer ReLU MLP with
 ``gain = sqrt(2)`` and ``d >= n0`` it gives exactly the muP constants of the paper's App. A.
@@ -64,7 +83,8 @@ class Spectral:
 
     def scales(self, shape: TensorShape, optimizer: Optimizer, form: str) -> Scales:
         # With d_in = 1 (biases, gains, one-hot inputs) the min is 1: fan_out >= 1 is a dimension.
-        shrink = ONE if shape.d_in == ONE else min_one(self.target_norm(shape))
+        keep = shape.d_in == ONE or shape.init_form == "features"
+        shrink = ONE if keep else min_one(self.target_norm(shape))
         init_std = shape.gain / sympy.sqrt(shape.d_in) * shrink
         lr = lr_for(optimizer, self.target_norm(shape), shape.d_in, shape.fan_out, shape.stored)
         return Scales(init_std, lr, ONE)
