@@ -14,6 +14,9 @@ on each layer, and each attention module's logit scale. Compared with the deriva
 - ``multiplier``: a layer whose multiplier is not 1 must have paramcalc's hook with that value (a
   tied readout at 2x base without its 1/2);
 - ``attention_scale``: each attention module's ``scaling``/``scale`` must be the derived one;
+- ``residual``: where depth scales, each block's branch multiplier must be the derived one (a model
+  paramcalc built, or Hugging Face blocks :mod:`paramcalc.infer.branches` knows; other models'
+  blocks apply it in their own code, which the audit cannot read);
 - ``weight_decay``: no decay on the kinds the derivation does not decay (gains, biases and
   embedding tables by default), and each decayed tensor's decay over its ``weight_decay`` factor
   one value (under the independent policy a decay that does not grow where lr shrinks fails, as
@@ -201,6 +204,24 @@ def _attention_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[Audit
     return rows
 
 
+def _residual_rows(model: Any, d: Any, widths: Mapping[str, int]) -> list[AuditRow]:
+    from paramcalc.infer.branches import branch_scale
+
+    values = d.evaluate_constants(widths)
+    rows = []
+    for block in d.spec.depth_blocks:
+        key = f"{block.name}.residual"
+        own = getattr(model, "residual_scales", None)
+        found = [own[key]] if isinstance(own, dict) and key in own else branch_scale(model, block.name)
+        if not found:
+            continue
+        worst = max(found, key=lambda s: abs(s - values[key]))
+        rows.append(AuditRow(block.name, "residual", values[key], worst, _close(worst, values[key], 1e-9),
+                             "set it: paramcalc.torch.apply(model, d, widths) "
+                             "(or x = x + scale * branch(x))"))
+    return rows
+
+
 def _decay_rows(d: Any, params: Mapping[str, Any], groups: Mapping[int, Any], widths: Any,
                 base: float | None) -> list[AuditRow]:
     values = d.evaluate(widths)
@@ -259,7 +280,7 @@ def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int]
     alike on every matrix, as with one lr factor for all, cannot be seen). See the module docstring."""
     from paramcalc.errors import UsageError
 
-    d = derivation
+    d = derivation.at_depth(widths) if widths and derivation.spec.depth_blocks else derivation  # its blocks
     widths = d.resolve_widths(widths)
     params = dict(model.named_parameters())
     missing = [n for n in d if n not in params]
@@ -283,6 +304,7 @@ def audit(model: Any, optimizer: Any, derivation: Any, widths: Mapping[str, int]
         elif mine:
             notes.append(f"{law} lr {law_lr:.6g} ({'given' if given is not None else 'inferred'})")
     rows += _multiplier_rows(model, d, widths) + _attention_rows(model, d, widths)
+    rows += _residual_rows(model, d, widths)
     trained = {n: params[n] for n in found}
     rows += _decay_rows(d, trained, groups, widths, weight_decay) + _eps_rows(d, trained, groups, widths, eps)
     rows += [AuditRow(n, "lr", values[n]["lr"], 0.0, False, "the optimizer does not train it: "

@@ -115,13 +115,17 @@ def apply(
 
 
 def set_residual_scales(model: nn.Module, d: Any, widths: Mapping[str, int] | None = None) -> None:
-    """Set the branch multipliers of a residual network whose depth scales (a model paramcalc built);
-    a model that has no place for them is an error: its blocks must compute
+    """Set the branch multipliers of a residual network whose depth scales: a model paramcalc built,
+    or one whose blocks :mod:`paramcalc.infer.branches` knows (GPT-2, Llama, ViT, inferred with their
+    block count scaling); a model that has no place for them is an error: its blocks must compute
     ``x = x + scale * block(x)`` with ``scale = residual_scales(widths)["<repeat>.residual"]``."""
+    from paramcalc.infer.branches import install_branch_scales
     from paramcalc.models import set_residual_scales as install
 
     scales = _call(d, "residual_scales", widths)
-    missing = install(model, scales)
+    # A model paramcalc built holds its scales; Hugging Face blocks get a hook on their branches.
+    missing = [k for k in install(model, scales)
+               if not install_branch_scales(model, k.removesuffix(".residual"), scales[k])]
     if missing and any(v != 1 for k, v in scales.items() if k in missing):
         raise UsageError(
             f"the depth scales: each block's branch must be multiplied by {', '.join(missing)} "

@@ -57,14 +57,30 @@ class Inference:
         self, factory: Callable[[dict[str, int]], Any], widths: Mapping[str, Any], name: str
     ) -> None:
         self.name = name
-        self.base, self.scaling = _declared(widths, name)
-        self.fixed = {k: v for k, v in self.base.items() if k not in self.scaling}
+        from paramcalc.infer.depth import block_list
+
+        self.base, declared = _declared(widths, name)
+        self.fixed = {k: v for k, v in self.base.items() if k not in declared}
         self.builds: dict[str | None, Build] = {None: build_on_meta(factory, self.base, name)}
-        for w in self.scaling:
-            self.builds[w] = build_on_meta(factory, {**self.base, w: 2 * self.base[w]}, name)
+        self.problems: list[Problem] = []
+        #: Depth widths (a block count) -> the path of the list of blocks they count.
+        self.depth: dict[str, str] = {}
+        for w in declared:
+            doubled = build_on_meta(factory, {**self.base, w: 2 * self.base[w]}, name)
+            found = block_list(self.builds[None].model, doubled.model, self.base[w], w)
+            if isinstance(found, Problem):
+                self.problems.append(found)
+            elif found is not None:
+                self.depth[w] = found
+            else:
+                self.builds[w] = doubled
+        if self.problems:
+            raise FactoryError(self.problems, source=f"model of {name}")
+        #: The widths that scale dimensions (the depth is no dimension).
+        self.scaling = [w for w in declared if w not in self.depth]
+        self.declared = declared
         tripled = {**self.base, **{w: 3 * self.base[w] for w in self.scaling}}
         self.check = build_on_meta(factory, tripled, name)
-        self.problems: list[Problem] = []
         self._scaling_texts: set[str] = set()
 
     def dim(self, read: Callable[[Any], int], where: str) -> str | int | None:
@@ -117,10 +133,18 @@ def infer_spec(
         raise FactoryError(problems, source=f"model of {label}")
     if not rec.entries:
         raise FactoryError([Problem("model", "has no parameters")], source=f"model of {label}")
+    entries = rec.entries
+    for width, path in inference.depth.items():
+        from paramcalc.infer.depth import fold_blocks
+
+        folded = fold_blocks(entries, path, width, inference.base[width])
+        if isinstance(folded, Problem):
+            raise FactoryError([folded], source=f"model of {label}")
+        entries = folded
     spec_widths: dict[str, Any] = {
-        w: ({"base": v} if w in inference.scaling else v) for w, v in inference.base.items()
+        w: ({"base": v} if w in inference.declared else v) for w, v in inference.base.items()
     }
-    data = {"name": _spec_name(label), "widths": spec_widths, "layers": rec.entries}
+    data = {"name": _spec_name(label), "widths": spec_widths, "layers": entries}
     spec = load_spec(data)
     return spec.annotated(source=f"inferred from {label}", notes=tuple(rec.notes))
 

@@ -252,13 +252,13 @@ class Builder:
     def rename_tensor(self, name: str, torch_name: str) -> str:
         """Give the tensor ``name`` (just added) another torch name (a packed projection's tensors
         are its block's ``in_proj_weight`` and ``in_proj_bias``); return it."""
-        self._replace(name, name=torch_name)
+        self._replace(name, {"name": torch_name})
         return torch_name
 
     def shape_tensor(self, name: str, layout: Layout, dims: tuple[sympy.Expr, ...]) -> None:
         """Give the tensor ``name`` (just added) a stored shape of its own (a convolution's kernel,
         a raw tensor's shape)."""
-        self._replace(name, layout=layout, dims=tuple(dims))
+        self._replace(name, {"layout": layout, "dims": tuple(dims)})
 
     def init_form(self, name: str, form: str, path: str, tied: bool = False) -> None:
         """Record the layer's ``init:`` on its weight ``name`` (just added). ``features`` drops the
@@ -275,9 +275,9 @@ class Builder:
                          f"init: features keeps the input's features at every width and is only for a fixed "
                          f"input dimension; this layer's input dimension {t.d_in} scales (leave init out)")
             return
-        self._replace(name, init_form=form)
+        self._replace(name, {"init_form": form})
 
-    def _replace(self, name: str, **changes: Any) -> None:
+    def _replace(self, name: str, changes: dict[str, Any]) -> None:
         for i in range(len(self.tensors) - 1, -1, -1):
             if self.tensors[i].name == name:
                 self.tensors[i] = replace(self.tensors[i], **changes)
