@@ -165,3 +165,16 @@ def test_a_width_that_adds_tensors_otherwise_is_refused():
 
     with pytest.raises(FactoryError, match=r"widths\.n.*changes which tensors the model has"):
         paramcalc.infer_spec(factory, {"n": {"base": 2}})
+
+
+def test_infer_on_the_command_line_writes_the_repeat():
+    from typer.testing import CliRunner
+
+    from paramcalc.cli import app
+
+    result = CliRunner().invoke(app, ["infer", "examples.hf_models:gpt2", "--widths",
+                                      "d_model=64,n_heads=2,vocab=100,ctx=16,n_layers=2",
+                                      "--scale", "d_model,n_heads,n_layers"])
+    assert result.exit_code == 0, result.output
+    assert "n_layers: {base: 2}" in result.stdout
+    assert "- name: transformer.h\n  repeat: n_layers\n" in result.stdout
