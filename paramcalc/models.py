@@ -51,6 +51,7 @@ __all__ = [
     "ACTIVATIONS",
     "SpecLike",
     "Attention",
+    "Branch",
     "ChainModel",
     "LayerNorm",
     "Mlp",
@@ -109,19 +110,45 @@ class _SpecModule(nn.Module):
                 object.__setattr__(module, "weight", weight)
 
 
+    def _residual(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        """``x + scale * branch(norm(x))``, the branch multiplier of the step's repeat (1 if none)."""
+        h = self.get_submodule(step.norm)(x) if step.norm else x
+        branch = self.get_submodule(step.layer)(h)
+        scale = self.residual_scales.get(self._residual_keys.get(step.layer, ""), 1.0)
+        return x + (branch if scale == 1.0 else scale * branch)
+
+
+def _run_chain(module: nn.Module, steps: Sequence[Step], activation: str, x: torch.Tensor) -> torch.Tensor:
+    act = ACTIVATIONS[activation]
+    for step in steps:
+        if step.op == "act":
+            x = act(x)
+        elif step.op == "pool":
+            x = x.flatten(2).mean(-1)
+        elif step.op == "residual":
+            x = module._residual(x, step)  # type: ignore[operator]
+        else:
+            x = module.get_submodule(step.layer)(x)
+    return x
+
+
 class ChainModel(_SpecModule):
     """A chain of linear / embedding layers with norms between them (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = ACTIVATIONS[self.activation]
-        for step in self._plan:
-            if step.op == "act":
-                x = act(x)
-            elif step.op == "pool":
-                x = x.flatten(2).mean(-1)
-            else:
-                x = self.get_submodule(step.layer)(x)
-        return x
+        return _run_chain(self, self._plan, self.activation, x)
+
+
+class Branch(nn.ModuleDict):
+    """One block of a chain's ``residual: true`` repeat: its layers, run by their own steps (the
+    model adds ``scale *`` its output to the stream)."""
+
+    def __init__(self, steps: Sequence[Step], activation: str) -> None:
+        super().__init__()
+        self._steps, self.activation = tuple(steps), activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _run_chain(self, self._steps, self.activation, x)
 
 
 class TransformerModel(_SpecModule):
@@ -144,10 +171,7 @@ class TransformerModel(_SpecModule):
                                      f"{emb.num_embeddings} positions")
                 x = x + emb(torch.arange(t, device=idx.device))
             elif step.op == "residual":
-                h = self.get_submodule(step.norm)(x) if step.norm else x
-                branch = self.get_submodule(step.layer)(h)
-                scale = self.residual_scales.get(self._residual_keys.get(step.layer, ""), 1.0)
-                x = x + (branch if scale == 1.0 else scale * branch)
+                x = self._residual(x, step)
             elif step.op == "act":
                 x = act(x)
             else:
@@ -196,14 +220,17 @@ class _Dims:
         return int(value)
 
 
-def _attach(root: nn.Module, path: str, module: nn.Module, spec: Spec, where: str) -> None:
-    """Place ``module`` at submodule path ``path``, creating containers for missing parents."""
+def _attach(root: nn.Module, path: str, module: nn.Module, spec: Spec, where: str,
+            containers: Mapping[str, nn.Module] | None = None) -> None:
+    """Place ``module`` at submodule path ``path``, creating containers for missing parents (the one
+    ``containers`` gives for that parent's path, else an ``nn.ModuleDict``)."""
     parent = root
     *parents, leaf = path.split(".")
-    for part in parents:
+    for i, part in enumerate(parents):
         child = parent._modules.get(part)
         if child is None:
-            child = nn.ModuleDict()
+            child = (containers or {}).get(".".join(parents[:i + 1]))
+            child = nn.ModuleDict() if child is None else child  # (an empty ModuleDict is falsy)
             _add(parent, part, child, spec, where, path)
         parent = child
     _add(parent, leaf, module, spec, where, path)
@@ -230,11 +257,13 @@ def _assemble(root: nn.Module, spec: Spec, dims: _Dims, factory: dict[str, objec
     for layer in spec.layers:
         if "projections" in layer.attrs:
             position[layer.name] = min(position[p] for p in layer.attrs["projections"].values()) - 0.5
+    # A residual block of a chain is the module that runs its layers.
+    branches = {block: Branch(steps, spec.activation) for block, steps in spec.topology.branches}
     for layer in sorted(spec.layers, key=lambda layer: position[layer.name]):
         module = layer.definition.torch_module(layer, dims, factory, spec.activation)
         if module is None:  # a packed projection: its block holds its tensors
             continue
-        _attach(root, layer.name, module, spec, layer.path)
+        _attach(root, layer.name, module, spec, layer.path, branches)
     tied = [layer for layer in spec.layers if layer.attrs.get("tie")]
     for layer in tied:
         # The spec checked that the stored shapes agree.

@@ -195,6 +195,9 @@ class Spec:
     notes: tuple[str, ...] = ()
     #: The repeats whose count scales (depth); empty when depth is fixed.
     depth_blocks: tuple[DepthBlock, ...] = ()
+    #: Each block of a ``residual: true`` repeat (``blocks.0``, ``blocks.1``, ...): a residual branch
+    #: ``x + r * block(x)`` of a chain (:mod:`paramcalc.spec.topology`).
+    residual_blocks: tuple[str, ...] = ()
 
     def annotated(self, *, source: str, notes: tuple[str, ...] = ()) -> Spec:
         """This spec under another ``source`` name, with ``notes``."""

@@ -46,6 +46,7 @@ class Builder:
         #: How many blocks a scaling repeat expands to: its base, or what :meth:`Spec.at_depth` asks.
         self.depths = {n: w.value for n, w in self.widths.items() if w.depth} | dict(depths or {})
         self.depth_blocks: list[DepthBlock] = []
+        self.residual_blocks: list[str] = []
         self.symbols = {name: w.symbol for name, w in self.widths.items()}
         self.base = {w.symbol: sympy.Integer(w.value) for w in self.widths.values()}
         self.scaling = frozenset(w.symbol for w in self.widths.values() if w.scaling and not w.depth)
@@ -136,6 +137,8 @@ class Builder:
                     return
                 if isinstance(layer.repeat, str) and layer.repeat in self.depths:
                     self._depth_block(name, layer.repeat, count, path)
+                if layer.residual:
+                    self.residual_blocks += [f"{name}.{k}" for k in range(count)]
                 for k in range(count):
                     self._expand(layer.layers, f"{name}.{k}.", f"{path}.layers")
                 continue
@@ -342,4 +345,5 @@ def build_spec(model: Any, source: str, depths: Mapping[str, int] | None = None)
         layers=tuple(builder.layers),
         model=model,
         depth_blocks=tuple(builder.depth_blocks),
+        residual_blocks=tuple(builder.residual_blocks),
     )

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     Discriminator,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     Tag,
@@ -135,10 +136,12 @@ def rebuild() -> None:
     repeat = create_model(
         "RepeatBlock",
         __base__=SpecEntry,
-        __doc__="``repeat: N`` copies of ``layers`` named ``<name>.<i>.<layer>`` for i = 0..N-1.",
+        __doc__="``repeat: N`` copies of ``layers`` named ``<name>.<i>.<layer>`` for i = 0..N-1; "
+                "``residual: true`` makes each copy a residual branch of a chain, ``x + r * block(x)``.",
         kind=(Literal["repeat"], "repeat"),
         name=(Name, ...),
         repeat=(Annotated[int | str, BeforeValidator(_check_repeat)], ...),
+        residual=(StrictBool, False),
         layers=(Annotated[list["Layer"], Field(min_length=1, max_length=10_000)], ...),  # noqa: F821
     )
     models["repeat"], tags["repeat"] = repeat, "repeat"

@@ -10,7 +10,11 @@ chain
     anywhere in between: ``x -> W1 -> [norms] -> act -> W2 -> ... -> W_L -> [norms]``. The
     activation is applied to the input of every weight layer that follows an activating one (a
     linear layer; not after an embedding), after any norms in between. Token-reading layers
-    (embeddings) only first.
+    (embeddings) only first. The blocks of a ``residual: true`` repeat are residual branches,
+    ``x = x + r * block(x)`` (``r`` the repeat's branch multiplier where its count scales, else 1):
+    each block runs its own layers by the same rule, starting and ending without an activation, so
+    the stream between blocks is never activated (as a transformer's is not) and the layer after the
+    last block reads it as it is. A repeat whose count scales must be residual in a chain.
 transformer
     Token (and optionally position) embeddings, then residual branches (``x = x + branch(norm(x))``
     for a norm followed by a block kind, attention or MLP; ``x + branch(x)`` without one), other
@@ -21,7 +25,7 @@ transformer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 
@@ -39,7 +43,8 @@ class Step:
 
     ``op`` is ``weight`` or ``gain`` (apply the layer), ``act`` (the spec's activation), ``pool``
     (average a convolution's features over positions: ``(batch, c, *pixels) -> (batch, c)``), ``embed``
-    (token ids -> stream), ``position`` (add a position table) or ``residual`` (``x + layer(norm(x))``).
+    (token ids -> stream), ``position`` (add a position table) or ``residual`` (``x + layer(norm(x))``;
+    in a chain ``layer`` is a block, ``blocks.0``, whose own steps are :attr:`Topology.branches`).
     """
 
     op: Literal["weight", "gain", "act", "pool", "embed", "position", "residual"]
@@ -56,6 +61,8 @@ class Topology:
     steps: tuple[Step, ...]
     chain_problems: tuple[Problem, ...]
     transformer_problems: tuple[Problem, ...]
+    #: A chain's residual blocks and their own steps, layer names relative to the block.
+    branches: tuple[tuple[str, tuple[Step, ...]], ...] = ()
 
 
 def same(a: sympy.Expr, b: sympy.Expr) -> bool:
@@ -67,7 +74,8 @@ def topology(spec: Spec) -> Topology:
     chain = chain_problems(spec)
     plan, transformer = _transformer_plan(spec)
     if not chain:
-        return Topology("chain", tuple(_chain_plan(spec)), (), tuple(transformer))
+        steps, branches = _chain_plan(spec)
+        return Topology("chain", tuple(steps), (), tuple(transformer), branches)
     family = None if transformer else "transformer"
     return Topology(family, tuple(plan), tuple(chain), tuple(transformer))
 
@@ -99,24 +107,67 @@ def chain_problems(spec: Spec) -> list[Problem]:
         first_weight = False
     if features is None:
         problems.append(Problem("layers", "a chain needs at least one linear or embedding layer"))
+    return _branch_problems(spec) + problems  # the cause first: a block that changes the width
+
+
+def _branch_of(spec: Spec, name: str) -> str | None:
+    return next((b for b in spec.residual_blocks if name.startswith(f"{b}.")), None)
+
+
+def _branch_problems(spec: Spec) -> list[Problem]:
+    """A residual block must map the stream to its own width; a repeat whose count scales must be
+    residual (the depth rules are those of residual branches, :mod:`paramcalc.engine.depth`)."""
+    problems = [Problem("layers", f"repeat {b.name!r} scales with depth ({b.width}); in a chain its blocks "
+                                  "must be residual branches: add `residual: true` to it")
+                for b in spec.depth_blocks if f"{b.name}.0" not in spec.residual_blocks]
+    for block in (b for b in spec.residual_blocks if b.endswith(".0")):  # one block says it for its repeat
+        inside = [layer for layer in spec.layers if layer.name.startswith(f"{block}.")
+                  and layer.definition.chain_role == "weight"]
+        if not inside:
+            continue
+        first, last = inside[0], inside[-1]
+        if _branch_of(spec, block) is not None:
+            problems.append(Problem(first.path, f"{block!r} is a residual block inside another: one level"))
+        elif not same(first.definition.width_in(first), last.definition.width_out(last)):
+            problems.append(Problem(last.path, f"residual block {block!r} maps width "
+                                               f"{first.definition.width_in(first)} to "
+                                               f"{last.definition.width_out(last)}; x + block(x) needs them "
+                                               "equal"))
+        elif first.definition.spatial:
+            problems.append(Problem(first.path, f"residual block {block!r}: convolutional branches are not "
+                                                "supported yet"))
     return problems
 
 
-def _chain_plan(spec: Spec) -> list[Step]:
+def _chain_plan(spec: Spec) -> tuple[list[Step], tuple[tuple[str, tuple[Step, ...]], ...]]:
     plan: list[Step] = []
+    branches: dict[str, list[Step]] = {}
     activate = spatial = False
     for layer in spec.layers:
-        kind = layer.definition
-        if kind.chain_role == "gain":
-            plan.append(Step("gain", layer.name))
+        kind, block = layer.definition, _branch_of(spec, layer.name)
+        if block is not None:
+            if block not in branches:  # the stream enters the block as it is
+                plan.append(Step("residual", block))
+                branches[block], inner = [], False
+            inner = _chain_step(branches[block], layer.name[len(block) + 1:], kind, inner)
+            activate = False  # the stream after a block is read as it is
             continue
-        if activate:
-            plan.append(Step("act"))
-        if spatial and not kind.spatial:
-            plan.append(Step("pool"))
-        plan.append(Step("weight", layer.name))
-        activate, spatial = kind.activates, kind.spatial
-    return plan
+        activate = _chain_step(plan, layer.name, kind, activate, spatial)
+        spatial = kind.spatial if kind.chain_role == "weight" else spatial
+    return plan, tuple((b, tuple(steps)) for b, steps in branches.items())
+
+
+def _chain_step(plan: list[Step], name: str, kind: Any, activate: bool, spatial: bool = False) -> bool:
+    """Append one layer's steps; return whether the next weight layer is activated."""
+    if kind.chain_role == "gain":
+        plan.append(Step("gain", name))
+        return activate
+    if activate:
+        plan.append(Step("act"))
+    if spatial and not kind.spatial:
+        plan.append(Step("pool"))
+    plan.append(Step("weight", name))
+    return bool(kind.activates)
 
 
 def _transformer_plan(spec: Spec) -> tuple[list[Step], list[Problem]]:

@@ -4,7 +4,9 @@
 ``--widths``). The spec's depth is a repeat whose count scales (:mod:`paramcalc.engine.depth`). At each
 depth and seed the model is built with ``L`` blocks, parametrized through the emitted PyTorch code
 (init, multipliers, branch multipliers, optimizers: :func:`paramcalc.verify.model.apply_parametrization`)
-and trained ``steps`` full-batch steps on one fixed batch of token sequences. Measured, per depth:
+and trained ``steps`` full-batch steps on one fixed batch of token sequences (for a chain with
+``residual: true`` blocks, a residual MLP: one batch of dense inputs with ``+-1`` targets and the
+MSE). Measured, per depth:
 
 ``stream``
     RMS of the residual stream where the blocks end (the input of the layer after the last block),
@@ -177,9 +179,11 @@ def _depth_block(spec: Spec) -> Any:
         raise SpecError([Problem("layers", "--depths needs a repeat whose count scales: declare the count "
                                            "a scaling width (`n_layers: {base: 4}`, `repeat: n_layers`)")],
                         source=spec.source)
-    if spec.topology.family != "transformer":
-        raise SpecError([Problem("layers", "--depths trains transformers paramcalc builds (residual "
-                                           "branches after their pre-norm); this spec is not one")],
+    if spec.topology.family is None:
+        raise SpecError([Problem("layers", "--depths trains models paramcalc builds: transformers (residual "
+                                           "branches after their pre-norm) or chains with residual: true "
+                                           "blocks; this spec is neither")]
+                        + list(spec.topology.chain_problems),
                         source=spec.source)
     return spec.depth_blocks[0]
 
@@ -248,6 +252,9 @@ def _batch(d: Derivation, at: Mapping[str, int], batch: int, seq: int, seed: int
     from paramcalc.verify.plan import structure
 
     shape = structure(d.spec, None)
+    if d.spec.topology.family == "chain":  # a residual MLP: dense inputs, +-1 targets (data.py)
+        return make_batch(data="synthetic", loss="mse", batch=batch, n_in=shape.n_in(at),
+                          n_out=shape.n_out(at), sparse=shape.sparse, seed=seed)
     return make_batch(data="synthetic", loss="ce", batch=batch, n_in=shape.n_in(at), n_out=shape.n_out(at),
                       sparse=True, seed=seed, seq=seq)
 

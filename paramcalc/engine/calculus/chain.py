@@ -47,6 +47,9 @@ def chain_problems(spec: Spec) -> list[Problem]:
                for layer in spec.layers if layer.definition.spatial]
     if spatial:
         return spatial
+    if spec.topology.branches:
+        return [Problem("layers", "residual blocks (residual: true): the calculus does not propagate "
+                                  "through residual branches yet; their targets are judged")]
     return [Problem(f"{layer.path}.tie", f"{layer.name!r} uses a tied weight; the chain calculus needs "
                                          "each layer's own tensor")
             for layer in spec.layers if layer.attrs.get("tie")]
