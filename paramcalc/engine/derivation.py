@@ -185,7 +185,7 @@ class Derivation(Mapping[str, ParamScale]):
 
     def tie_gaps(self, widths: Mapping[str, int] | None = None) -> dict[str, ties.TieGap]:
         """Each tied use at ``widths`` against its role (:func:`paramcalc.engine.ties.tie_gaps`)."""
-        return ties.tie_gaps(self, widths)
+        return ties.tie_gaps(self, self._numeric_widths(widths))
 
     def _numeric_widths(self, widths: Mapping[str, int] | None) -> dict[sympy.Symbol, float]:
         values = self.resolve_widths(widths)

@@ -137,10 +137,9 @@ class TieGap:
                 f"{factor:.3g}x {other} its role's instead (paramcalc/engine/ties.py).")
 
 
-def tie_gaps(d: Any, widths: Mapping[str, int] | None = None) -> dict[str, TieGap]:
-    """Each tied use of derivation ``d`` at ``widths`` (others: the spec's values), keyed by layer."""
-    values = d.resolve_widths(widths)
-    at = {w.symbol: float(values[w.name]) for w in d.spec.widths.values()}
+def tie_gaps(d: Any, at: Mapping[sympy.Symbol, float]) -> dict[str, TieGap]:
+    """Each tied use of derivation ``d`` at the width values ``at`` (every symbol's), keyed by layer
+    (:meth:`Derivation.tie_gaps <paramcalc.engine.Derivation.tie_gaps>` takes the widths by name)."""
     memo: dict[sympy.Basic, float] = {}
     gaps = {}
     for layer, ts in d.tied.items():
@@ -156,14 +155,14 @@ def tie_gaps(d: Any, widths: Mapping[str, int] | None = None) -> dict[str, TieGa
 
 
 def gaps_by_ratio(
-    derivations: Sequence[Any], widths: Mapping[str, int] | None = None, limit: float = 1.0
+    derivations: Sequence[Any], widths: Mapping[str, int] | None = None, limit: float | None = None
 ) -> dict[str, tuple[TieGap, dict[str, list[str]]]]:
     """Per tied layer, one of its gaps and the derivations (``param/Optimizer``) grouped by their init
-    ratio (3 digits), keeping those more than ``limit`` off (as a factor either way)."""
+    ratio (3 digits); with ``limit``, only those more than ``limit`` off (as a factor either way)."""
     out: dict[str, tuple[TieGap, dict[str, list[str]]]] = {}
     for d in derivations:
         for layer, gap in d.tie_gaps(widths).items():
-            if gap.worst > limit or limit <= 1:
+            if limit is None or gap.worst > limit:
                 _, groups = out.setdefault(layer, (gap, {}))
                 name = f"{d.parametrization}/{d.optimizer.title}"
                 groups.setdefault(f"{gap.init_ratio:.3g}", []).append(name)

@@ -133,10 +133,10 @@ def infer_spec(
         raise FactoryError(problems, source=f"model of {label}")
     if not rec.entries:
         raise FactoryError([Problem("model", "has no parameters")], source=f"model of {label}")
+    from paramcalc.infer.depth import fold_blocks
+
     entries = rec.entries
     for width, path in inference.depth.items():
-        from paramcalc.infer.depth import fold_blocks
-
         folded = fold_blocks(entries, path, width, inference.base[width])
         if isinstance(folded, Problem):
             raise FactoryError([folded], source=f"model of {label}")

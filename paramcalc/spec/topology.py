@@ -110,8 +110,12 @@ def chain_problems(spec: Spec) -> list[Problem]:
     return _branch_problems(spec) + problems  # the cause first: a block that changes the width
 
 
-def _branch_of(spec: Spec, name: str) -> str | None:
-    return next((b for b in spec.residual_blocks if name.startswith(f"{b}.")), None)
+def _branch_of(blocks: frozenset[str], name: str) -> str | None:
+    """The residual block (of ``blocks``) holding layer ``name``: one of its name's prefixes."""
+    if not blocks:
+        return None
+    parts = name.split(".")
+    return next((p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in blocks), None)
 
 
 def _branch_problems(spec: Spec) -> list[Problem]:
@@ -126,7 +130,7 @@ def _branch_problems(spec: Spec) -> list[Problem]:
         if not inside:
             continue
         first, last = inside[0], inside[-1]
-        if _branch_of(spec, block) is not None:
+        if _branch_of(frozenset(spec.residual_blocks), block) is not None:
             problems.append(Problem(first.path, f"{block!r} is a residual block inside another: one level"))
         elif not same(first.definition.width_in(first), last.definition.width_out(last)):
             problems.append(Problem(last.path, f"residual block {block!r} maps width "
@@ -142,9 +146,10 @@ def _branch_problems(spec: Spec) -> list[Problem]:
 def _chain_plan(spec: Spec) -> tuple[list[Step], tuple[tuple[str, tuple[Step, ...]], ...]]:
     plan: list[Step] = []
     branches: dict[str, list[Step]] = {}
+    blocks = frozenset(spec.residual_blocks)
     activate = spatial = False
     for layer in spec.layers:
-        kind, block = layer.definition, _branch_of(spec, layer.name)
+        kind, block = layer.definition, _branch_of(blocks, layer.name)
         if block is not None:
             if block not in branches:  # the stream enters the block as it is
                 plan.append(Step("residual", block))
