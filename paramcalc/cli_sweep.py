@@ -57,6 +57,9 @@ def sweep(
         "paramcalc[ray].")] = None,
     device: Annotated[Device, typer.Option("--device", help="auto: CUDA when present, else CPU.")]
         = Device.auto,
+    stack: Annotated[str, typer.Option(
+        "--stack", help="Points of one width trained together as one batched model (vmap), up to this "
+        "many [default auto: 8 on a GPU, 1 (off) on the CPU, where it does not pay].")] = "auto",
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Results as JSON lines, one point per line, appended as each finishes; "
         "a rerun with the same file trains only the missing points.")] = None,
@@ -84,10 +87,11 @@ def sweep(
                          loss.value if loss is not None else "mse" if data == "synthetic" else "ce",
                          chosen, seq)
     check_grid(config, config.widths)
-    processes = _workers(workers, chosen)
+    processes, together = _workers(workers, chosen), _stack(stack, chosen)
     loaded = spec_or_model(spec, model, base, scale)
     _resume_collector()
-    records = _run(loaded, config, output, model=model, workers=processes, ray=ray)
+    records = _run(loaded, config, output, model=model, workers=processes, ray=ray,
+                   stack=together)
     _print(records, config)
     if plot is not None:
         from paramcalc.sweep.plot import plot_sweep
@@ -130,6 +134,23 @@ def _workers(text: str, device: str) -> int:
     if not text.isdigit() or int(text) < 1 or int(text) > 1024:
         raise UsageError([Problem("--workers", f"expected auto or a number of processes, got {text!r}")],
                          source="command line")
+    return int(text)
+
+
+#: Points per batched unit on a GPU under ``--stack auto`` (a unit that does not fit in its memory
+#: trains its points one by one).
+GPU_STACK = 8
+
+
+def _stack(text: str, device: str) -> int:
+    """``auto``: :data:`GPU_STACK` on a GPU (or on Ray's ``auto`` device), 1 on the CPU, where a batched
+    step of a model is no faster than its points' steps one after another (measured in
+    ``benchmarks/sweep_stack.py``)."""
+    if text == "auto":
+        return 1 if device == "cpu" else GPU_STACK
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise UsageError([Problem("--stack", f"expected auto or a number of points from 1 to 1024, got "
+                                             f"{text!r}")], source="command line")
     return int(text)
 
 

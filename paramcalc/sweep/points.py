@@ -119,14 +119,15 @@ class SweepFailed(RuntimeError):
 
 def run_sweep(
     spec: Any, config: SweepConfig, results: Path | str | None = None, *,
-    model: str | None = None, workers: int = 1, ray: str | None = None,
+    model: str | None = None, workers: int = 1, ray: str | None = None, stack: int = 1,
     progress: Callable[[Progress], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every point of ``config`` not already in ``results`` (appending each as it finishes) and
     return the records of the whole grid, in grid order. ``spec`` is a spec (or its path), ``model``
     the ``pkg.mod:function`` factory of the user's model (None: built from the spec); points run in
     this process, in a pool of ``workers`` processes, or as Ray tasks (``ray``: an address, ``"auto"``
-    or ``"local"``; :mod:`~paramcalc.sweep.execute`). ``progress`` is called before the first point and
+    or ``"local"``; :mod:`~paramcalc.sweep.execute`), up to ``stack`` points of one width batched
+    together (:mod:`~paramcalc.sweep.stacked`). ``progress`` is called before the first point and
     after each. Raises :class:`SweepFailed` after the rest has finished when some points raised."""
     from paramcalc.spec import load_spec
     from paramcalc.sweep.execute import execute
@@ -139,7 +140,8 @@ def run_sweep(
     failures: list[tuple[Point, BaseException]] = []
     if progress is not None:
         progress(Progress(len(grid) - len(todo), 0, 0, len(grid)))
-    for outcome in execute(Job(load_spec(spec), config, model), todo, workers=workers, ray=ray):
+    for outcome in execute(Job(load_spec(spec), config, model), todo, workers=workers, ray=ray,
+                           stack=stack):
         if outcome.record is not None:
             done[outcome.point.key] = outcome.record
             if path is not None:
