@@ -55,6 +55,13 @@ def test_completep_passes_its_depth_checks_on_the_residual_mlp():
     by = {(c.quantity, c.subject, c.step): c for c in report.checks}
     assert by[("block_init", "blocks[first]", 0)].slope.value == pytest.approx(-1, abs=0.1)
     assert by[("block_change", "blocks[last]", 1)].slope.value == pytest.approx(-1, abs=0.15)
+    # The first-step calculus through the branches predicts every slope at these depths (11 checks),
+    # the stream at init's -0.29 among them, which its target check then reads as 0.
+    calculus = [c for c in report.checks if c.kind == "calculus"]
+    assert len(calculus) == 11 and all(c.verdict == "pass" for c in calculus)
+    stream = next(c for c in report.checks if c.kind == "target" and c.quantity == "stream")
+    assert stream.slope.value == pytest.approx(-0.29, abs=0.05)
+    assert stream.corrected == pytest.approx(0, abs=0.05)
 
 
 def test_no_depth_scaling_fails_on_the_residual_mlp():
@@ -62,3 +69,7 @@ def test_no_depth_scaling_fails_on_the_residual_mlp():
                           options={"steps": 1, "depth_alpha": "none"})
     failed = {c.subject for c in report.failures}
     assert not report.passed and {"the stream", "blocks[first]", "blocks[last]"} <= failed
+    # The calculus predicts the failure (the stream grows like L^0.36 here, its change like L^1), and
+    # no offset excuses a target without depth scaling.
+    assert all(c.passed for c in report.checks if c.kind == "calculus" and c.step == 0)
+    assert all(c.offset == 0 for c in report.checks)

@@ -25,12 +25,13 @@ def text(report: DepthReport) -> str:
         "mean +- standard error over seeds",
         "",
     ]
-    rows = [("", "check", "quantity", "of", "when", "slope", "expected")]
+    rows = [("", "check", "quantity", "of", "when", "slope", "offset", "judged", "expected")]
     for c in report.checks:
         rows.append((MARKS[c.verdict], c.kind, QUANTITY_TITLES[c.quantity], c.subject,
                      "init" if c.step == 0 else f"step {c.step}",
                      f"{c.slope.value:+.2f} +- {c.slope.stderr:.2f}",
-                     ("<= " if c.upper else "") + f"{c.expected:g}"))
+                     f"{c.offset:+.2f}" if c.offset else "", f"{c.corrected:+.2f}",
+                     ("<= " if c.upper else "") + f"{c.expected:.2g}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     failures, weak = report.failures, report.inconclusive
@@ -64,7 +65,8 @@ def to_json(report: DepthReport) -> dict[str, Any]:
         "exit_code": report.exit_code,
         "checks": [
             {"kind": c.kind, "quantity": c.quantity, "subject": c.subject, "step": c.step,
-             "slope": number(c.slope.value), "stderr": number(c.slope.stderr), "expected": c.expected,
+             "slope": number(c.slope.value), "stderr": number(c.slope.stderr), "offset": c.offset,
+             "corrected": number(c.corrected), "expected": c.expected,
              "upper": c.upper, "passed": c.passed, "verdict": c.verdict, "evidence": c.evidence,
              "message": c.message}
             for c in report.checks
@@ -92,7 +94,9 @@ def plot_depth(report: DepthReport, path: Path) -> None:
                          source="command line") from None
     quantities = list(dict.fromkeys(q for q, _, _ in report.values))
     fig, axes = plt.subplots(1, len(quantities), figsize=(4 * len(quantities), 3.6), squeeze=False)
-    expected = {(c.quantity, c.subject, c.step): c for c in report.checks}
+    expected: dict[tuple[str, str, int], Any] = {}
+    for c in report.checks:  # a target or the depth rule's exponent, before the calculus' slope
+        expected.setdefault((c.quantity, c.subject, c.step), c)
     for ax, quantity in zip(axes[0], quantities):
         for (q, subject, step), rows in report.values.items():
             if q != quantity or step not in (0, 1, report.steps):

@@ -103,6 +103,7 @@ from paramcalc.engine.calculus.quantities import (
     Prediction,
     Quantity,
 )
+from paramcalc.engine.calculus.residual import depth_quantities, residual_problems
 from paramcalc.engine.calculus.scaling import Scaling, local_scaling
 from paramcalc.engine.calculus.targets import target_exponents
 
@@ -116,7 +117,9 @@ __all__ = [
     "Quantity",
     "Scaling",
     "chain_problems",
+    "depth_quantities",
     "local_scaling",
+    "residual_problems",
     "scaling",
     "target_exponents",
 ]

@@ -23,6 +23,7 @@ from paramcalc.engine.factors import partner_lr_ratio
 from paramcalc.engine.optimizers.base import norm_for
 from paramcalc.errors import Problem, SpecError
 from paramcalc.spec import Layer, Spec
+from paramcalc.spec.topology import Step
 from paramcalc.symbolic import theta_exponent
 
 __all__ = ["NotAChain", "chain_problems", "scaling"]
@@ -48,8 +49,9 @@ def chain_problems(spec: Spec) -> list[Problem]:
     if spatial:
         return spatial
     if spec.topology.branches:
-        return [Problem("layers", "residual blocks (residual: true): the calculus does not propagate "
-                                  "through residual branches yet; their targets are judged")]
+        return [Problem("layers", "residual blocks (residual: true): the width calculus does not propagate "
+                                  "through residual branches (the depth verifier's calculus does, at each "
+                                  "depth: paramcalc.engine.calculus.residual); their targets are judged")]
     return [Problem(f"{layer.path}.tie", f"{layer.name!r} uses a tied weight; the chain calculus needs "
                                          "each layer's own tensor")
             for layer in spec.layers if layer.attrs.get("tie")]
@@ -116,15 +118,17 @@ class _Chain:
         first = self.layers[next(s.layer for s in steps if s.op == "weight")]
         a: sympy.Expr = sympy.sqrt(first.attrs["fan_in"]) if first.definition.dense(first) else ONE
         for step in steps:
-            layer = self.layers.get(step.layer)
-            self.ops.append(_Op(step.op, layer, a))
-            if step.op == "act":
-                a = self.c_f * a  # Assumption 2: ||phi(h)|| = Theta(||h||)
-            elif step.op == "gain":
-                a = layer.definition.calculus_forward(layer, self.folded, a)
-            else:
-                a = self._weight_forward(layer, a)
+            a = self._forward_step(step, self.layers.get(step.layer), a, self.ops)
         return a
+
+    def _forward_step(self, step: Step, layer: Layer | None, a: sympy.Expr, ops: list[_Op]) -> sympy.Expr:
+        """One step of the plan at init (appended to ``ops``): the norm after it."""
+        ops.append(_Op(step.op, layer, a))
+        if step.op == "act":
+            return self.c_f * a  # Assumption 2: ||phi(h)|| = Theta(||h||)
+        if step.op == "gain":
+            return layer.definition.calculus_forward(layer, self.folded, a)
+        return self._weight_forward(layer, a)
 
     def _weight_forward(self, layer: Layer, a: sympy.Expr) -> sympy.Expr:
         w = self.folded[layer.params["weight"]]
@@ -138,24 +142,32 @@ class _Chain:
     def backward(self, g: sympy.Expr) -> None:
         """The gradient at each op's output, from the loss gradient ``g`` at the output."""
         for op in reversed(self.ops):
-            op.grad_out = g
-            layer = op.layer
-            if op.op == "weight":
-                self.features[layer.name].grad = g
-                if layer.definition.dense(layer):
-                    g = self.folded[layer.params["weight"]].init_std * sympy.sqrt(layer.attrs["fan_in"]) * g
-            elif op.op == "gain":
-                g = layer.definition.calculus_scale(layer, self.folded, op.norm_in) * g
-            else:
-                g = self.c_b * g
+            g = self._back(op, g)
+
+    def _back(self, op: _Op, g: sympy.Expr) -> sympy.Expr:
+        """The gradient at ``op``'s input from ``g`` at its output (kept as the op's ``grad_out``)."""
+        op.grad_out = g
+        layer = op.layer
+        if op.op == "weight":
+            self.features[layer.name].grad = g
+            if layer.definition.dense(layer):
+                g = self.folded[layer.params["weight"]].init_std * sympy.sqrt(layer.attrs["fan_in"]) * g
+            return g
+        if op.op == "gain":
+            return layer.definition.calculus_scale(layer, self.folded, op.norm_in) * g
+        return self.c_b * g
 
     def changes(self) -> None:
         """Updates and feature changes, forward again, in two parts: along the backward signal and
         generic."""
-        along: sympy.Expr = ZERO
-        generic: sympy.Expr = ZERO
+        self._changes(self.ops, ZERO, ZERO)
+
+    def _changes(
+        self, ops: list[_Op], along: sympy.Expr, generic: sympy.Expr
+    ) -> tuple[sympy.Expr, sympy.Expr]:
+        """The change after ``ops`` (in its two parts) from the change before them."""
         after_act = False
-        for op in self.ops:
+        for op in ops:
             if op.op == "act":
                 after_act = True
             elif op.op == "gain":
@@ -163,6 +175,7 @@ class _Chain:
             else:
                 along, generic = self._weight_change(op, along, generic, after_act)
                 after_act = False
+        return along, generic
 
     def _gain_change(self, op: _Op, along: sympy.Expr, generic: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
         layer = op.layer
