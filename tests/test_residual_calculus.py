@@ -49,14 +49,13 @@ def test_the_limits_in_depth_are_the_depth_rules_exponents(optimizer, alpha):
         assert slope == pytest.approx(exponents[quantity], abs=0.07), (quantity, subject)
 
 
-def test_sgd_at_alpha_1_settles_only_at_larger_depths():
-    """Under SGD with alpha = 1 the stream's change falls like L^-0.36 over L = 2..16 before it settles
-    (the depth verifier measures -0.37 +- 0.11 there: docs/verify.md) and nearly flat by L = 64..128
-    (-0.06): the finite-depth offset a target check subtracts."""
-    depths = (2, 16, 64, 128)
+def test_sgd_at_alpha_1_is_pre_asymptotic_at_small_depths():
+    """Under SGD with alpha = 1 the stream's change falls like L^-0.36 over L = 2..16 (the depth verifier
+    measures -0.37 +- 0.11 there: docs/verify.md) before it settles (flat within 0.07 from 64 to 128: the
+    limits test above): the finite-depth offset a target check subtracts."""
+    depths = (2, 16)
     change = _values("sgd", "1", depths)[("dstream", "the stream", 1)]
-    assert _slope(change, 0, 1, depths) < -0.3
-    assert abs(_slope(change, 2, 3, depths)) < 0.07
+    assert _slope(change, depths=depths) < -0.3
 
 
 def test_the_stream_at_init_is_the_built_models():
