@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from paramcalc.sweep.train import Job, _json_number, _where
+from paramcalc.sweep.train import Job, prepare, record
 
 __all__ = ["train_stacked"]
 
@@ -37,32 +37,18 @@ __all__ = ["train_stacked"]
 def train_stacked(job: Job, group: Sequence[Any]) -> list[dict[str, Any]]:
     """Train ``group`` (points of one parametrization and width) together; a record per point, as
     :func:`~paramcalc.sweep.train.train_point` gives it, with ``stacked`` the group's size."""
-    import torch
-
-    from paramcalc.verify.model import apply_parametrization, build
-    from paramcalc.verify.widths import sweep
-
     first = group[0]
     if any((p.parametrization, p.width) != (first.parametrization, first.width) for p in group):
         raise ValueError("a stacked group shares its parametrization and width")
-    config = job.config
-    d = job.derivation(first.parametrization)
     start = time.perf_counter()
-    (widths,) = sweep(d.spec, [first.width])
-    device = torch.device(_where(config.device))
-    runs, batches = [], []
-    for point in group:
-        batches.append([b.to(device) for b in job.batches(d, widths, point.seed)])
-        torch.manual_seed(point.seed)
-        model = build(d, widths, factory=job.factory(), device=device)
-        runs.append(apply_parametrization(d, model, widths, lr=2.0**point.log2_lr))
-    losses = _train_together(runs, batches, config.steps)
-    seconds = round((time.perf_counter() - start) / len(group), 4)
-    return [{"parametrization": p.parametrization, "width": p.width, "log2_lr": p.log2_lr, "seed": p.seed,
-             **config.settings(), "losses": [_json_number(x) for x in curve],
-             "final": _json_number(curve[-1]), "diverged": not math.isfinite(curve[-1]),
-             "seconds": seconds, "stacked": len(group)}
-            for p, curve in zip(group, losses)]
+    runs, batches = zip(*(prepare(job, point) for point in group))
+    with warnings.catch_warnings():
+        # An op without a batching rule (CPU attention) runs once per slice, as the points alone would.
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet",
+                                category=UserWarning)
+        losses = _train_together(runs, batches, job.config.steps)
+    seconds = (time.perf_counter() - start) / len(group)
+    return [record(job, p, curve, seconds) | {"stacked": len(group)} for p, curve in zip(group, losses)]
 
 
 def _stack(runs: Sequence[Any]) -> dict[str, Any]:
@@ -96,9 +82,6 @@ def _train_together(runs: Sequence[Any], batches: Sequence[Sequence[Any]], steps
         return Batch(x, y, kind).loss_value(functional_call(base, params, (x,)))
 
     batched = torch.vmap(loss)
-    # An op without a batching rule (CPU attention) runs once per slice, as the points alone would.
-    warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet",
-                            category=UserWarning)
     curves: list[list[float]] = [[] for _ in runs]
     alive = [True] * len(runs)
     for step in range(steps + 1):

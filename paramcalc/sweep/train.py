@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Job", "train_point"]
+__all__ = ["Job", "prepare", "record", "train_point"]
 
 
 @dataclass
@@ -80,26 +80,35 @@ def draw_batch(
 
 def train_point(job: Job, point: Any) -> dict[str, Any]:
     """Train one point; its record (losses after each step, final loss, diverged, seconds)."""
+    start = time.perf_counter()
+    run, batches = prepare(job, point)
+    losses = _train(run, batches, job.config.steps)
+    return record(job, point, losses, time.perf_counter() - start)
+
+
+def prepare(job: Job, point: Any) -> tuple[Any, list[Any]]:
+    """The point's model at its width, seeded, built and parametrized through the emitted code for its
+    learning rate, and its batches, on the config's device."""
     import torch
 
     from paramcalc.verify.model import apply_parametrization, build
     from paramcalc.verify.widths import sweep
 
-    config = job.config
     d = job.derivation(point.parametrization)
-    start = time.perf_counter()
     (widths,) = sweep(d.spec, [point.width])
-    device = torch.device(_where(config.device))
+    device = torch.device(_where(job.config.device))
     batches = [b.to(device) for b in job.batches(d, widths, point.seed)]
     torch.manual_seed(point.seed)
     model = build(d, widths, factory=job.factory(), device=device)
-    run = apply_parametrization(d, model, widths, lr=2.0**point.log2_lr)
-    losses = _train(run, batches, config.steps)
-    diverged = not math.isfinite(losses[-1])
+    return apply_parametrization(d, model, widths, lr=2.0**point.log2_lr), batches
+
+
+def record(job: Job, point: Any, losses: list[float], seconds: float) -> dict[str, Any]:
+    """A finished point's line of the results file."""
     return {"parametrization": point.parametrization, "width": point.width, "log2_lr": point.log2_lr,
-            "seed": point.seed, **config.settings(), "losses": [_json_number(x) for x in losses],
-            "final": _json_number(losses[-1]), "diverged": diverged,
-            "seconds": round(time.perf_counter() - start, 4)}
+            "seed": point.seed, **job.config.settings(), "losses": [_json_number(x) for x in losses],
+            "final": _json_number(losses[-1]), "diverged": not math.isfinite(losses[-1]),
+            "seconds": round(seconds, 4)}
 
 
 def _where(device: str) -> str:

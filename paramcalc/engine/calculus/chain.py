@@ -114,12 +114,15 @@ class _Chain:
 
     def forward(self) -> sympy.Expr:
         """Norms at init, op by op; returns the output's norm."""
-        steps = self.spec.topology.steps
-        first = self.layers[next(s.layer for s in steps if s.op == "weight")]
-        a: sympy.Expr = sympy.sqrt(first.attrs["fan_in"]) if first.definition.dense(first) else ONE
-        for step in steps:
+        a = self._input_norm()
+        for step in self.spec.topology.steps:
             a = self._forward_step(step, self.layers.get(step.layer), a, self.ops)
         return a
+
+    def _input_norm(self) -> sympy.Expr:
+        """``||x||``: ``sqrt(n_0)`` for a dense input, 1 for a one-hot one."""
+        first = self.layers[next(s.layer for s in self.spec.topology.steps if s.op == "weight")]
+        return sympy.sqrt(first.attrs["fan_in"]) if first.definition.dense(first) else ONE
 
     def _forward_step(self, step: Step, layer: Layer | None, a: sympy.Expr, ops: list[_Op]) -> sympy.Expr:
         """One step of the plan at init (appended to ``ops``): the norm after it."""

@@ -65,7 +65,8 @@ class _Block:
     name: str
     r: sympy.Expr
     ops: list[_Op]
-    stream_in: sympy.Expr
+    #: The stream's norm after the block, at init.
+    stream_out: sympy.Expr
     out: sympy.Expr
     own: sympy.Expr = ZERO
 
@@ -84,10 +85,8 @@ class _Residual(_Chain):
         return sympy.Float(sympy.sympify(expr).xreplace(self.values).evalf())
 
     def forward(self) -> sympy.Expr:
-        steps = self.spec.topology.steps
-        first = self.layers[next(s.layer for s in steps if s.op == "weight")]
-        a = self.num(sympy.sqrt(first.attrs["fan_in"]) if first.definition.dense(first) else ONE)
-        for step in steps:
+        a = self.num(self._input_norm())
+        for step in self.spec.topology.steps:
             if step.op != "residual":
                 if not self.sequence or isinstance(self.sequence[-1], _Block):
                     self.sequence.append([])
@@ -100,8 +99,8 @@ class _Residual(_Chain):
                 b = self.num(self._forward_step(inner, layer, b, ops))
             block = self.spec.depth_block(step.layer)
             r = ONE if block is None else self.num(self.derivation.constants[residual_key(block.name)])
-            self.sequence.append(_Block(step.layer, r, ops, a, b))
             a = sympy.sqrt(a**2 + (r * b) ** 2)
+            self.sequence.append(_Block(step.layer, r, ops, a, b))
         self.ops = [op for part in self.sequence if isinstance(part, list) for op in part]
         return a
 
@@ -152,8 +151,7 @@ def depth_quantities(
     blocks = [part for part in chain.sequence if isinstance(part, _Block)]
     first = blocks[0].ops[0].layer
     rms = sympy.sqrt(chain.num(first.definition.width_in(first)))
-    stream = blocks[-1].stream_in ** 2 + (blocks[-1].r * blocks[-1].out) ** 2
-    out = {("stream", "the stream", 0): sympy.sqrt(stream) / rms,
+    out = {("stream", "the stream", 0): blocks[-1].stream_out / rms,
            ("dstream", "the stream", 1): sympy.sqrt(along**2 + generic**2) / rms}
     repeat = spec.depth_block(blocks[0].name)
     label = repeat.name if repeat is not None else blocks[0].name.rsplit(".", 1)[0]
