@@ -94,7 +94,8 @@ def verify(
         typer.Option("--depths", help="Instead: train at these block counts of the repeat whose count "
                                       "scales, e.g. 2,4,8,16 (widths fixed: the base, or each --widths "
                                       "value), and check the stream, each block's own change and its "
-                                      "updates against their slopes in L."),
+                                      "updates against their slopes in L. With --model, the block "
+                                      "count is a width in --scale (e.g. --scale d_model,n_heads,n_layers)."),
     ] = None,
     depth_alpha: DepthAlphaOpt = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Full-batch training steps at each width "
@@ -207,12 +208,12 @@ def verify(
                         source="command line") from None
     chosen = derive_options(muon_adjust, decay_policy, decay, depth_alpha)
     if depths is not None:
-        if decay_check or model is not None:
-            raise UsageError("--depths trains models paramcalc builds from a spec, without --decay-check "
-                             "or --model", source="command line")
+        if decay_check:
+            raise UsageError("--depths and --decay-check are two different runs: give one",
+                             source="command line")
         if plot is not None:
             _check_plot_format(plot)
-        _verify_depths(spec, param.value, optimizer.value, depths, {
+        _verify_depths(spec, (model, base, scale), param.value, optimizer.value, depths, {
             "widths": parse_width_list(widths) if widths else None, "depth_alpha": chosen["depth_alpha"],
             "steps": steps, "seeds": seeds, "batch": batch, "seq": seq, "lr": lr,
             "dtype": None if dtype is None else dtype.value, "device": _depth_device(device.value),
@@ -257,20 +258,26 @@ def _depth_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _verify_depths(spec: Path | None, param: str, optimizer: str, depths: str, options: dict,
-                   json_out: Path | None, plot: Path | None) -> None:
-    """``verify --depths``: the sweep over depth with a progress bar, its report, JSON and figure."""
-    if spec is None:
-        raise UsageError("--depths needs a SPEC whose repeat count scales", source="command line")
+def _verify_depths(spec: Path | None, model: tuple[str | None, str | None, str | None], param: str,
+                   optimizer: str, depths: str, options: dict, json_out: Path | None,
+                   plot: Path | None) -> None:
+    """``verify --depths``: the sweep over depth with a progress bar, its report, JSON and figure;
+    ``model`` is ``--model``, ``--base`` and ``--scale`` (a factory's model, its spec inferred)."""
+    if spec is None and model[0] is None:
+        raise UsageError("--depths needs a SPEC whose repeat count scales, or --model with the block count "
+                         "among --scale", source="command line")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from paramcalc.spec import load_spec
+    from paramcalc.cli_model import spec_or_model
+    from paramcalc.factory import load_factory
     from paramcalc.verify.depth import verify_depth
     from paramcalc.verify.depth_present import plot_depth, text, to_json
 
     values = parse_width_list(depths, "--depths")
-    loaded = load_spec(spec)
+    loaded = spec_or_model(spec, *model)
+    if model[0] is not None:
+        options = {**options, "factory": load_factory(model[0])}
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("depths", total=None)

@@ -28,8 +28,8 @@ from torch import nn
 
 from paramcalc.errors import UsageError
 
-__all__ = ["apply", "attention_modules", "emitted", "install_attention_scales", "make_optimizers",
-           "param_groups", "set_attention_scales", "set_residual_scales"]
+__all__ = ["apply", "attention_modules", "emitted", "install_attention_scales", "install_residual_scales",
+           "make_optimizers", "param_groups", "set_attention_scales", "set_residual_scales"]
 
 _CACHE: list[tuple[Any, dict[str, Any]]] = []  # (derivation, namespace): the last few, held
 
@@ -119,19 +119,26 @@ def set_residual_scales(model: nn.Module, d: Any, widths: Mapping[str, int] | No
     or one whose blocks :mod:`paramcalc.infer.branches` knows (GPT-2, Llama, ViT, inferred with their
     block count scaling); a model that has no place for them is an error: its blocks must compute
     ``x = x + scale * block(x)`` with ``scale = residual_scales(widths)["<repeat>.residual"]``."""
-    from paramcalc.infer.branches import install_branch_scales
-    from paramcalc.models import set_residual_scales as install
-
     scales = _call(d, "residual_scales", widths)
-    # A model paramcalc built holds its scales; Hugging Face blocks get a hook on their branches.
-    missing = [k for k in install(model, scales)
-               if not install_branch_scales(model, k.removesuffix(".residual"), scales[k])]
-    if missing and any(v != 1 for k, v in scales.items() if k in missing):
+    missing = install_residual_scales(model, scales)
+    if missing:
         raise UsageError(
             f"the depth scales: each block's branch must be multiplied by {', '.join(missing)} "
             f"({', '.join(f'{scales[k]:g}' for k in missing)} here), and paramcalc cannot see this model's "
             "residual connections; in your block, write `x = x + scale * branch(x)` with "
             "scale = residual_scales(widths)[...] from the emitted code", source=d.spec.source)
+
+
+def install_residual_scales(model: nn.Module, scales: Mapping[str, float]) -> list[str]:
+    """Install the branch multipliers ``scales`` (the emitted ``residual_scales(widths)``) where
+    ``model`` has a place for them; return the keys, of a scale other than 1, it has none for. A model
+    paramcalc built holds its scales; blocks :mod:`paramcalc.infer.branches` knows (Hugging Face's)
+    get a forward hook on their branches."""
+    from paramcalc.infer.branches import install_branch_scales
+    from paramcalc.models import set_residual_scales as install
+
+    return [k for k in install(model, scales)
+            if not install_branch_scales(model, k.removesuffix(".residual"), scales[k]) and scales[k] != 1]
 
 
 def param_groups(

@@ -29,10 +29,10 @@ def spec_of(name: str) -> paramcalc.Spec:
     return _SPECS[name]
 
 
-def at_4x(d) -> dict[str, int]:
-    """Every width at 4x its base: the lead scaling width given, the others in proportion."""
+def at_4x(d, times: int = 4) -> dict[str, int]:
+    """Every width at 4x (``times``) its base: the lead scaling width given, the others in proportion."""
     lead = next(w for w in d.spec.widths.values() if w.scaling)
-    return paramcalc.widths_at(d, **{lead.name: 4 * lead.value})
+    return paramcalc.widths_at(d, **{lead.name: times * lead.value})
 
 
 def built(name: str, d, widths):

@@ -55,6 +55,7 @@ import torch
 from paramcalc.engine import Derivation, derive, get_optimizer
 from paramcalc.errors import Problem, SpecError, UsageError
 from paramcalc.spec import Spec, load_spec
+from paramcalc.verify.depth_probe import make_probe
 from paramcalc.verify.fit import Slope
 
 __all__ = ["DepthCheck", "DepthReport", "verify_depth"]
@@ -163,10 +164,12 @@ def verify_depth(
     """Train at each depth and judge the slopes in ``L`` (module docstring). ``options``: ``widths``
     (values of the spec's first scaling width; default its base), ``depth_alpha``, ``steps`` (3),
     ``seeds`` (:data:`DEFAULT_SEEDS`), ``batch`` (4 sequences), ``seq`` (8 tokens), ``lr`` (the
-    optimizer's probe rate), ``dtype`` (float64), ``device`` (cpu)."""
+    optimizer's probe rate), ``dtype`` (float64), ``device`` (cpu), ``factory`` (a function building
+    the model from its widths, as ``--model``: its blocks are the list the spec's repeat names, and
+    their branches get the branch multiplier by :mod:`paramcalc.infer.branches`)."""
     o = dict(options or {})
     loaded = load_spec(spec)
-    block = _depth_block(loaded)
+    block = _depth_block(loaded, factory=o.get("factory") is not None)
     depths = _check_depths(depths)
     try:
         d = derive(loaded, parametrization, optimizer, depth_alpha=o.get("depth_alpha"))
@@ -197,12 +200,13 @@ def verify_depth(
     return report
 
 
-def _depth_block(spec: Spec) -> Any:
+def _depth_block(spec: Spec, *, factory: bool) -> Any:
     if not spec.depth_blocks:
         raise SpecError([Problem("layers", "--depths needs a repeat whose count scales: declare the count "
-                                           "a scaling width (`n_layers: {base: 4}`, `repeat: n_layers`)")],
+                                           "a scaling width (`n_layers: {base: 4}`, `repeat: n_layers`; "
+                                           "with --model, `--scale ...,n_layers`)")],
                         source=spec.source)
-    if spec.topology.family is None:
+    if spec.topology.family is None and not factory:
         raise SpecError([Problem("layers", "--depths trains models paramcalc builds: transformers (residual "
                                            "branches after their pre-norm) or chains with residual: true "
                                            "blocks; this spec is neither")]
@@ -233,6 +237,7 @@ class _Runner:
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype") or "float64"]
         self.device = torch.device(options.get("device") or "cpu")
         self.batch, self.seq = int(options.get("batch") or 4), int(options.get("seq") or 8)
+        self.factory = options.get("factory")
 
     def _put(self, key: tuple[str, str, int], seed_index: int, depth_index: int, value: float) -> None:
         rows = self.report.values.setdefault(key, [[math.nan] * len(self.report.depths)
@@ -244,10 +249,10 @@ class _Runner:
 
         d = self.d.at_depth(at)
         torch.manual_seed(seed)
-        model = build(d, at, factory=None, device=self.device, dtype=self.dtype)
+        model = build(d, at, factory=self.factory, device=self.device, dtype=self.dtype)
         p = apply_parametrization(d, model, at, lr=self.report.lr)
-        probe = _Probe(model, d, self.report.depth_width, at)
-        batch = _batch(d, at, self.batch, self.seq, seed).to(self.device, self.dtype)
+        probe = make_probe(model, d, self.report.depth_width, at, factory=self.factory is not None)
+        batch = _batch(d, at, self.batch, self.seq, seed, self.factory).to(self.device, self.dtype)
         put = lambda q, s, step, v: self._put((q, s + suffix, step), seed, depth_index, v)  # noqa: E731
         streams0, final0 = probe.forward(batch.x)
         outputs0 = {pos: probe.block(k, streams0[k]) for pos, k in probe.blocks.items()}
@@ -270,75 +275,14 @@ class _Runner:
                                                             for n in names))
 
 
-def _batch(d: Derivation, at: Mapping[str, int], batch: int, seq: int, seed: int) -> Any:
+def _batch(d: Derivation, at: Mapping[str, int], batch: int, seq: int, seed: int, factory: Any) -> Any:
     from paramcalc.verify.data import make_batch
     from paramcalc.verify.plan import structure
 
-    shape = structure(d.spec, None)
+    shape = structure(d.spec, factory)
     if d.spec.topology.family == "chain":  # a residual MLP: dense inputs, +-1 targets (data.py)
         return make_batch(data="synthetic", loss="mse", batch=batch, n_in=shape.n_in(at),
                           n_out=shape.n_out(at), sparse=shape.sparse, seed=seed)
+    # Token ids in (a language model: next tokens out), or a factory's dense inputs or images with classes.
     return make_batch(data="synthetic", loss="ce", batch=batch, n_in=shape.n_in(at), n_out=shape.n_out(at),
-                      sparse=True, seed=seed, seq=seq)
-
-
-class _Probe:
-    """The stream entering each measured block and where the blocks end, and a block run alone."""
-
-    def __init__(self, model: Any, d: Derivation, depth_width: str, at: Mapping[str, int]) -> None:
-        self.model, self.d = model, d
-        block = next(b for b in d.spec.depth_blocks if b.width == depth_width)
-        count = at[depth_width]
-        self.name = block.name
-        self.blocks = {"first": 0, "middle": count // 2, "last": count - 1}
-        steps = list(model._plan)
-        self.steps = {k: [s for s in steps if s.op == "residual" and block.holds(s.layer)
-                          and block.index(s.layer) == k] for k in set(self.blocks.values())}
-        last = max(i for i, s in enumerate(steps) if s.op == "residual")
-        self.after = steps[last + 1].layer if last + 1 < len(steps) else None
-        inside = [t for t in d.spec.tensors
-                  if block.holds(t.name) and t.kind == "weight" and t.role == "hidden"]
-        self.by_block = {pos: [t.name for t in inside if block.index(t.name) == k]
-                         for pos, k in self.blocks.items()}
-        self.scale = model.residual_scales.get(f"{block.name}.residual", 1.0)
-
-    def label(self, pos: str) -> str:
-        return f"{self.name}[{pos}]"
-
-    def param(self, name: str) -> torch.Tensor:
-        return self.model.get_parameter(name)
-
-    def update_norm(self, name: str, before: torch.Tensor, multiplier: float) -> float:
-        """``||multiplier * (W - W_before)||_*``: the effective matrix's change."""
-        change = (self.param(name).detach() - before).double() * multiplier
-        return float(torch.linalg.matrix_norm(change, ord=2))
-
-    def matrices(self) -> dict[str, torch.Tensor]:
-        return {n: self.param(n).detach().clone() for names in self.by_block.values() for n in names}
-
-    def forward(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-        seen: dict[int, torch.Tensor] = {}
-        hooks = []
-        for k, steps in self.steps.items():
-            first = steps[0].norm or steps[0].layer
-            hooks.append(self.model.get_submodule(first).register_forward_pre_hook(
-                lambda _m, args, k=k: seen.setdefault(k, args[0].detach().clone())))
-        end: list[torch.Tensor] = []
-        if self.after is not None:
-            hooks.append(self.model.get_submodule(self.after).register_forward_pre_hook(
-                lambda _m, args: end.append(args[0].detach().clone())))
-        try:
-            with torch.no_grad():
-                out = self.model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        return seen, end[0] if end else out.detach()
-
-    def block(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """Block ``k`` applied alone to the stream ``x``, as the model applies it."""
-        with torch.no_grad():
-            for step in self.steps[k]:
-                h = self.model.get_submodule(step.norm)(x) if step.norm else x
-                x = x + self.scale * self.model.get_submodule(step.layer)(h)
-        return x
+                      sparse=shape.sparse, seed=seed, seq=seq if shape.sparse else None)

@@ -160,15 +160,13 @@ def apply_parametrization(
     multipliers = {name: s["multiplier"] for name, s in namespace["scales"](widths).items()}
     uses = namespace["layer_multipliers"](widths)
     tied = {layer: uses[layer][0] for layer in namespace["TIED"]}
-    from paramcalc.torch import install_attention_scales
+    from paramcalc.torch import install_attention_scales, install_residual_scales
 
     unscaled = install_attention_scales(model, derivation, namespace["attention_scales"](widths))
-    from paramcalc.models import set_residual_scales
-
     residuals = namespace["residual_scales"](widths)
-    if set_residual_scales(model, residuals) and any(v != 1 for v in residuals.values()):
+    if install_residual_scales(model, residuals):
         raise FactoryError([Problem("model", (
-            "the depth scales, and this model has no `residual_scales` for paramcalc to set: its blocks "
+            "the depth scales, and paramcalc cannot see this model's residual connections: its blocks "
             f"must multiply their branches by {residuals}"))], source=derivation.spec.source)
     return Parametrized(model, opt, multipliers, True, tied, unscaled)
 
