@@ -94,7 +94,7 @@ def test_too_little_evidence_is_inconclusive(args, reason):
     ([GPT, "--depths", "4"], "at least two positive block counts"),
     ([GPT, "--depths", "4,6"], "span at least a factor 2"),
     ([GPT, "--depths", "2,4", "--depth-alpha", "0.3"], "from 1/2 to 1"),
-    ([GPT, "--depths", "2,4", "--decay-check"], "without --decay-check"),
+    ([GPT, "--depths", "2,4", "--decay-check"], "--depths and --decay-check are two different runs"),
 ])
 def test_bad_depth_options_are_usage_errors(args, message):
     result = CliRunner().invoke(app, ["verify", *args])
