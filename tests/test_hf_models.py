@@ -29,8 +29,9 @@ def spec_of(name: str) -> paramcalc.Spec:
     return _SPECS[name]
 
 
-def at_4x(d, times: int = 4) -> dict[str, int]:
-    """Every width at 4x (``times``) its base: the lead scaling width given, the others in proportion."""
+def at_times(d, times: int = 4) -> dict[str, int]:
+    """Every width at ``times`` its base (4x by default): the lead scaling width given, the others in
+    proportion."""
     lead = next(w for w in d.spec.widths.values() if w.scaling)
     return paramcalc.widths_at(d, **{lead.name: times * lead.value})
 
@@ -50,7 +51,7 @@ def std_tolerance(numel: int) -> float:
 @pytest.mark.parametrize("name", MODELS)
 def test_apply_sets_every_std_and_param_groups_every_lr(name, param):
     d = paramcalc.derive(spec_of(name), param, "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built(name, d, widths)
     values = d.evaluate(widths)
     params = dict(model.named_parameters())
@@ -90,7 +91,7 @@ def test_apply_sets_every_std_and_param_groups_every_lr(name, param):
 @pytest.mark.parametrize("name", MODELS)
 def test_audit_fails_plain_adamw_and_passes_param_groups(name):
     d = paramcalc.derive(spec_of(name), "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built(name, d, widths)
 
     plain = paramcalc.audit(model, torch.optim.AdamW(model.parameters(), lr=1e-3), d, widths, lr=1e-3)
@@ -112,7 +113,7 @@ def test_audit_fails_plain_adamw_and_passes_param_groups(name):
 
 def test_tied_gpt2_readout_without_its_multiplier_is_caught():
     d = paramcalc.derive(spec_of("gpt2"), "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = hf_models.gpt2(widths)
     paramcalc.torch.emitted(d)["init_parameters"](model, widths)  # init, but no multipliers
     report = paramcalc.audit(model, torch.optim.AdamW(model.parameters()), d, widths)
@@ -132,7 +133,7 @@ def audit_rows(model, opt, d, widths, quantity, **kwargs):
 def test_audit_catches_a_tied_embedding_rescaled_like_the_readout():
     """mup's issue 55: rescaling the readout's init by 1/m also rescales the embedding tied to it."""
     d = paramcalc.derive(spec_of("gpt2"), "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built("gpt2", d, widths)
     with torch.no_grad():
         model.lm_head.weight.mul_(0.25)  # the same tensor as transformer.wte.weight
@@ -143,7 +144,7 @@ def test_audit_catches_a_tied_embedding_rescaled_like_the_readout():
 
 def test_audit_catches_weight_decay_that_shrinks_with_lr():
     d = paramcalc.derive(spec_of("llama"), "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built("llama", d, widths)
     plain = paramcalc.derive(spec_of("llama"), "mup", "adam", weight_decay="coupled")
     coupled = param_groups(model, plain, 1e-3, widths, weight_decay=0.1)
@@ -154,7 +155,7 @@ def test_audit_catches_weight_decay_that_shrinks_with_lr():
     assert not audit_rows(model, torch.optim.AdamW(independent), d, widths, "weight_decay", weight_decay=0.1)
     # without the base value, ViT's patch embedding (lr factor 1) and its hidden matrices (1/4) disagree
     d = paramcalc.derive(spec_of("vit"), "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built("vit", d, widths)
     plain = paramcalc.derive(spec_of("vit"), "mup", "adam", weight_decay="coupled")
     coupled = param_groups(model, plain, 1e-3, widths, weight_decay=0.1)
@@ -166,7 +167,7 @@ def test_audit_catches_a_forgotten_attention_scale():
     1/sqrt(d_head) is too large by sqrt(d_head / d_head_base) (2 at 4x)."""
     spec = paramcalc.infer_spec(hf_models.llama, {**hf_models.WIDTHS["llama"], "n_heads": 4, "n_kv_heads": 2})
     d = paramcalc.derive(spec, "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built("llama", d, widths)
     attn = model.model.layers[0].self_attn
     assert attn.head_dim == 64
@@ -179,7 +180,7 @@ def test_audit_catches_a_forgotten_attention_scale():
 
 def test_param_groups_decay_only_matrices_unless_asked():
     d = paramcalc.derive(spec_of("vit"), "mup", "adam")
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built("vit", d, widths)
     base = d.evaluate()
     here = d.evaluate(widths)

@@ -149,7 +149,7 @@ def test_abc_shift_keeps_lr_times_decay_and_scales_eps():
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.test_hf_models import at_4x, built, spec_of  # noqa: E402
+from tests.test_hf_models import at_times, built, spec_of  # noqa: E402
 
 RUNS = [("adam", None), ("adamw", None), ("lion", None), ("sgd", None), ("muon", "original"),
         ("muon", "match_rms_adamw")]
@@ -162,7 +162,7 @@ def test_emitted_optimizers_train_gpt2(opt, adjust):
     adjust_lr_fn, and three steps train. (2x, not 4x: torch's Muon orthogonalizes in bfloat16,
     slow on a CPU.)"""
     d = paramcalc.derive(spec_of("gpt2"), "mup", opt, muon_adjust=adjust)
-    widths = at_4x(d, times=2)
+    widths = at_times(d, times=2)
     model = built("gpt2", d, widths)
     lr, adam_lr, wd, eps = 2e-3, 3e-4, 0.1, 1e-8
     opts = paramcalc.torch.make_optimizers(model, d, lr, adam_lr, widths, weight_decay=wd, eps=eps)
@@ -212,7 +212,7 @@ def test_muon_step_on_gpt2_conv1d_meets_the_spectral_target(adjust):
     reads by ``shape[:2]``: the derived factor accounts for it, so one step moves ``c_fc`` by
     ``lr sqrt(4)`` and ``c_proj`` by ``lr sqrt(1/4)`` in spectral norm under spectral (Condition 1)."""
     d = paramcalc.derive(spec_of("gpt2"), "spectral", "muon", muon_adjust=adjust)
-    widths = at_4x(d)
+    widths = at_times(d)
     model = built("gpt2", d, widths)
     lr = 1e-3
     opts = paramcalc.torch.make_optimizers(model, d, lr, lr, widths)

@@ -36,7 +36,7 @@ class _Probe:
 
     def __init__(self, model: Any, d: Derivation, depth_width: str, at: Mapping[str, int]) -> None:
         self.model, self.d = model, d
-        block = next(b for b in d.spec.depth_blocks if b.width == depth_width)
+        self.depth_block = block = next(b for b in d.spec.depth_blocks if b.width == depth_width)
         count = at[depth_width]
         self.name = block.name
         self.blocks = {"first": 0, "middle": count // 2, "last": count - 1}
@@ -73,7 +73,7 @@ class PlanProbe(_Probe):
 
     def __init__(self, model: Any, d: Derivation, depth_width: str, at: Mapping[str, int]) -> None:
         super().__init__(model, d, depth_width, at)
-        block = next(b for b in d.spec.depth_blocks if b.width == depth_width)
+        block = self.depth_block
         steps = list(model._plan)
         self.steps = {k: [s for s in steps if s.op == "residual" and block.holds(s.layer)
                           and block.index(s.layer) == k] for k in set(self.blocks.values())}
